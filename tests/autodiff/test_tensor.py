@@ -1,0 +1,111 @@
+"""Tensor, Variable and constant: creation, dtype rules, device rules, conversions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refopt as rf
+
+
+def test_constant_follows_numpy_inference_and_copies() -> None:
+    assert rf.constant(1.5).dtype == np.float64
+    assert rf.constant([1, 2]).dtype == np.int64
+    assert rf.constant(np.ones(2, np.float32)).dtype == np.float32
+    assert rf.constant([1.0, 2.0], dtype="float32").dtype == np.float32
+    a = np.array([1.0, 2.0])
+    t = rf.constant(a)
+    a[0] = 99.0
+    assert t.numpy()[0] == 1.0  # the tensor owns its value
+
+
+def test_raw_arrays_in_ops_are_copied() -> None:
+    a = np.array([1.0, 2.0])
+    x = rf.constant(np.array([1.0, 1.0]))
+    y = x * a
+    a[:] = 0.0
+    (g,) = rf.gradients(rf.sum(y), [x])
+    np.testing.assert_array_equal(g.numpy(), [1.0, 2.0])
+
+
+def test_mixed_float_dtypes_are_refused_naming_both() -> None:
+    a = rf.constant(np.ones(2, np.float32))
+    b = rf.constant(np.ones(2, np.float64))
+    with pytest.raises(TypeError, match="refopt.add: mixed dtypes float32 and float64"):
+        a + b
+    with pytest.raises(TypeError, match="refopt.multiply: mixed dtypes float32 and float64"):
+        a * np.float64(2.0)  # a NumPy scalar is an array, not a weak Python scalar
+    assert (rf.cast(a, "float64") + b).dtype == np.float64
+
+
+def test_integer_inputs_where_floats_are_needed() -> None:
+    i = rf.constant(np.array([1, 2]))
+    with pytest.raises(TypeError, match="refopt.exp: expected float32 or float64 input, got int64"):
+        rf.exp(i)
+    # structural ops accept integer tensors (labels, indices) and record no graph
+    assert rf.reshape(i, (2, 1)).shape == (2, 1)
+    assert i[1].item() == 2
+
+
+def test_mixed_devices_are_refused_naming_both() -> None:
+    a = rf.constant(np.ones(2))
+    b = rf.to_device(rf.constant(np.ones(2)), "array_api_strict")
+    with pytest.raises(
+        ValueError, match=r"refopt.add: inputs live on different devices: cpu \(numpy\) and cpu \(array_api_strict\)"
+    ):
+        a + b
+
+
+def test_variable_basics() -> None:
+    v = rf.Variable(np.zeros(3, np.float32), name="layer/bias", trainable=False)
+    assert v.name == "layer/bias" and not v.trainable and v.version == 0
+    v.assign(np.ones(3, np.float32))
+    v.assign_add(np.ones(3, np.float32))
+    v.assign_sub(rf.constant(np.full(3, 0.5, np.float32)))
+    np.testing.assert_array_equal(v.numpy(), [1.5, 1.5, 1.5])
+    assert v.version == 3
+    assert rf.Variable([1.0, 2.0], dtype="float32").dtype == np.float32
+    with pytest.raises(TypeError, match="Variable name must be a string"):
+        rf.Variable(np.ones(2), name=3)
+    snapshot = v.numpy()
+    v.assign(np.zeros(3, np.float32))
+    assert snapshot[0] == 1.5  # numpy() is a copy
+
+
+def test_assign_rebinds_so_old_arrays_are_untouched() -> None:
+    v = rf.Variable(np.array([1.0, 2.0]))
+    old = v.data
+    v.assign(np.array([5.0, 6.0]))
+    np.testing.assert_array_equal(old, [1.0, 2.0])
+
+
+def test_tensors_hash_by_identity_and_compare_elementwise() -> None:
+    a, b = rf.Variable(np.ones(2), name="a"), rf.Variable(np.ones(2), name="b")
+    d = {a: 1, b: 2}
+    assert d[a] == 1 and d[b] == 2
+    np.testing.assert_array_equal((a == b).numpy(), [True, True])
+
+
+def test_to_numpy_accepts_everything() -> None:
+    np.testing.assert_array_equal(rf.to_numpy(rf.constant([1.0])), [1.0])
+    np.testing.assert_array_equal(rf.to_numpy(np.array([2.0])), [2.0])
+    np.testing.assert_array_equal(rf.to_numpy([3.0]), [3.0])
+    import array_api_strict as xs
+
+    np.testing.assert_array_equal(rf.to_numpy(xs.asarray([4.0])), [4.0])
+
+
+def test_numpy_ufuncs_defer_to_tensor_operators() -> None:
+    x = rf.constant(np.array([1.0, 2.0]))
+    y = np.array([3.0, 4.0]) * x
+    assert isinstance(y, rf.Tensor)
+    np.testing.assert_array_equal(y.numpy(), [3.0, 8.0])
+
+
+def test_item_len_iter_repr() -> None:
+    x = rf.constant(np.array([[1.0, 2.0]]))
+    assert len(x) == 1 and [t.shape for t in x] == [(2,)]
+    assert rf.sum(x).item() == 3.0 and float(rf.sum(x)) == 3.0
+    with pytest.raises(ValueError, match="item\\(\\) needs a tensor of one element"):
+        x.item()
+    assert "shape=(1, 2) dtype=float64 device=cpu" in repr(x)
