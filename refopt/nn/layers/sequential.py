@@ -1,0 +1,39 @@
+"""Sequential: layers applied in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from refopt.nn.module import Module
+
+
+class Sequential(Module):
+    """``y = layers[-1](...layers[1](layers[0](x)))``.
+
+    Layers keep their own names; a default (class-derived) name that is taken gets a
+    suffix, Keras style: ``dense``, ``dense_1``, ``dense_2``.  Two layers given the same
+    explicit name are refused.
+    """
+
+    def __init__(self, layers: Iterable[Module] = (), name: str | None = None) -> None:
+        super().__init__(name)
+        self.layers: list[Module] = []
+        for layer in layers:
+            self.append(layer)
+
+    def append(self, layer: Module) -> Module:
+        name = layer.name
+        if not layer._explicit_name:
+            base, k = name, 0
+            while name in self._modules or name in self._variables:
+                k += 1
+                name = f"{base}_{k}"
+        self.add_module(layer, name)
+        self.layers.append(layer)
+        return layer
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
