@@ -1,0 +1,95 @@
+"""PyTorch state_dict interchange: an MLP and a small conv net give the same outputs as
+their torch twins; export reproduces torch's arrays bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refopt as rf
+from refopt.nn import CheckpointError
+from tests.checks import rel_err
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.frameworks
+
+
+def _np_state(module) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def test_mlp_twin() -> None:
+    torch.manual_seed(0)
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3)).double()
+    net = rf.nn.Sequential([rf.nn.Dense(5, 7, dtype="float64"), rf.nn.GELU(), rf.nn.Dense(7, 3, dtype="float64")])
+    sd = _np_state(tnet)
+    rf.nn.load_torch_state_dict(net, sd)
+    np.testing.assert_array_equal(net.layers[0].kernel.numpy(), sd["0.weight"].T)
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    assert rel_err(net(x).numpy(), tnet(torch.tensor(x)).detach().numpy()) <= 1e-12
+    back = rf.nn.export_torch_state_dict(net, tnet.state_dict())
+    assert list(back) == list(sd)
+    assert all(back[k].tobytes() == sd[k].tobytes() for k in sd)
+    tnet2 = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3)).double()
+    tnet2.load_state_dict({k: torch.tensor(v) for k, v in back.items()})
+    np.testing.assert_array_equal(tnet2(torch.tensor(x)).detach().numpy(), tnet(torch.tensor(x)).detach().numpy())
+
+
+def test_small_conv_net_twin() -> None:
+    torch.manual_seed(1)
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 6, 3, stride=2),
+        torch.nn.Tanh(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6 * 1 * 1, 5),
+        torch.nn.LayerNorm(5),
+    ).double()
+    f64 = {"dtype": "float64"}
+    net = rf.nn.Sequential(
+        [
+            rf.nn.Conv2D(3, 4, 3, padding=1, data_format="NCHW", **f64),
+            rf.nn.ReLU(),
+            rf.nn.MaxPool2D(2, data_format="NCHW"),
+            rf.nn.Conv2D(4, 6, 3, strides=2, data_format="NCHW", **f64),
+            rf.nn.Tanh(),
+            rf.nn.Flatten(),
+            rf.nn.Dense(6, 5, **f64),
+            rf.nn.LayerNorm(5, **f64),
+        ]
+    )
+    sd = _np_state(tnet)
+    rf.nn.load_torch_state_dict(net, sd)
+    np.testing.assert_array_equal(net.layers[0].kernel.numpy(), sd["0.weight"].transpose(2, 3, 1, 0))
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 6))
+    assert rel_err(net(x).numpy(), tnet(torch.tensor(x)).detach().numpy()) <= 1e-12
+    back = rf.nn.export_torch_state_dict(net, sd)
+    assert all(back[k].tobytes() == sd[k].tobytes() for k in sd)
+
+
+def test_embedding_and_module_map() -> None:
+    temb = torch.nn.Embedding(9, 4).double()
+    sd = {"tok.weight": temb.weight.detach().numpy().copy()}
+    model = rf.nn.Module(name="m")
+    model.add_module(rf.nn.Embedding(9, 4, dtype="float64"), "embed")
+    rf.nn.load_torch_state_dict(model, sd, module_map={"tok": "embed"})
+    np.testing.assert_array_equal(model.named_variables()["embed/embeddings"].numpy(), sd["tok.weight"])
+
+
+def test_interchange_errors_leave_the_model_unchanged() -> None:
+    net = rf.nn.Sequential([rf.nn.Dense(5, 7, dtype="float64"), rf.nn.Dense(7, 3, dtype="float64")])
+    before = net.state_dict()
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 4)).double()
+    with pytest.raises(
+        CheckpointError, match=r"torch key '1.weight' gives shape \(7, 4\) .* 'dense_1/kernel' has \(7, 3\)"
+    ):
+        rf.nn.load_torch_state_dict(net, _np_state(tnet))
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.Linear(7, 3)).double()
+    with pytest.raises(CheckpointError, match="parameterised modules"):
+        rf.nn.load_torch_state_dict(net, _np_state(tnet))
+    tnet = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Linear(7, 3))  # float32
+    with pytest.raises(CheckpointError, match="dtype float32 does not match the variable's float64"):
+        rf.nn.load_torch_state_dict(net, _np_state(tnet))
+    assert all(before[k].tobytes() == v.tobytes() for k, v in net.state_dict().items())

@@ -1,0 +1,236 @@
+"""Module: names and order, registration errors, freeze, state dicts, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import refopt as rf
+from refopt import io as rio
+from refopt.nn import CheckpointError
+
+
+class Block(rf.nn.Module):
+    def __init__(self, dim: int, name: str | None = None) -> None:
+        super().__init__(name)
+        self.dense_1 = self.add_module(rf.nn.Dense(dim, dim, seed=1), "dense_1")
+        self.norm = self.add_module(rf.nn.LayerNorm(dim))
+        self.scale = self.add_variable("scale", "ones", (dim,), trainable=False)
+
+    def forward(self, x):
+        return self.norm(self.dense_1(x)) * self.scale
+
+
+class Model(rf.nn.Module):
+    def __init__(self) -> None:
+        super().__init__(name="model")
+        self.embed = self.add_module(rf.nn.Embedding(10, 4, seed=0))
+        self.encoder = self.add_module(Block(4), "encoder")
+        self.head = self.add_module(rf.nn.Sequential([rf.nn.Dense(4, 4), rf.nn.ReLU(), rf.nn.Dense(4, 2)]), "head")
+
+    def forward(self, ids):
+        return self.head(self.encoder(self.embed(ids)))
+
+
+EXPECTED = [
+    ("embedding/embeddings", (10, 4)),
+    ("encoder/scale", (4,)),
+    ("encoder/dense_1/kernel", (4, 4)),
+    ("encoder/dense_1/bias", (4,)),
+    ("encoder/layer_norm/gamma", (4,)),
+    ("encoder/layer_norm/beta", (4,)),
+    ("head/dense/kernel", (4, 4)),
+    ("head/dense/bias", (4,)),
+    ("head/dense_1/kernel", (4, 2)),
+    ("head/dense_1/bias", (2,)),
+]
+
+
+def test_named_variables_listing_and_names_on_variables() -> None:
+    model = Model()
+    got = [(n, v.shape) for n, v in model.named_variables().items()]
+    assert got == EXPECTED
+    assert all(v.name == n for n, v in model.named_variables().items())
+    assert model(np.array([[1, 2, 3]])).shape == (1, 3, 2)
+
+
+def test_names_and_order_are_stable_across_constructions_and_backends() -> None:
+    rf.nn.init.set_seed(5)
+    a = Model()
+    rf.nn.init.set_seed(5)
+    with rf.use_backend("array_api_strict"):
+        b = Model()
+    assert list(a.named_variables()) == list(b.named_variables())
+    assert all(v.backend == "array_api_strict" for v in b.variables())
+    for (na, va), (nb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and va.tobytes() == vb.tobytes()  # same host draws on every backend
+
+
+def test_duplicate_names_are_refused() -> None:
+    m = rf.nn.Module(name="m")
+    m.add_variable("w", "zeros", (2,))
+    with pytest.raises(ValueError, match="already has a variable or module named 'w'"):
+        m.add_variable("w", "zeros", (2,))
+    with pytest.raises(ValueError, match="already has a variable or module named 'w'"):
+        m.add_module(rf.nn.Dense(2, 2), "w")
+    with pytest.raises(ValueError, match="already has a variable or module named 'fc'"):
+        rf.nn.Sequential([rf.nn.Dense(2, 2, name="fc"), rf.nn.Dense(2, 2, name="fc")])
+    d = rf.nn.Dense(2, 2)
+    rf.nn.Sequential([d])
+    with pytest.raises(ValueError, match="already belongs to"):
+        rf.nn.Sequential([d])
+    with pytest.raises(ValueError, match="must be a non-empty string"):
+        m.add_variable("a/b", "zeros", (1,))
+
+
+def test_freeze_removes_a_subtree_from_trainable_variables() -> None:
+    model = Model()
+    n_all = len(model.trainable_variables())
+    model.encoder.freeze()
+    names = [v.name for v in model.trainable_variables()]
+    assert not any(n.startswith("encoder/") for n in names)
+    assert len(names) == n_all - 4  # encoder/scale was never trainable
+    model.encoder.unfreeze()
+    assert len(model.trainable_variables()) == n_all + 1  # unfreeze marks scale trainable too
+
+
+def test_summary_prints_a_table(capsys) -> None:
+    text = Model().summary()
+    out = capsys.readouterr().out
+    assert text in out
+    assert "encoder/dense_1/kernel" in text and "(4, 4)" in text and "float32" in text
+    assert "Total params: 102 (trainable: 98, non-trainable: 4)" in text
+
+
+def _perturbed(model: Model) -> dict[str, np.ndarray]:
+    return {n: v + 1.0 for n, v in model.state_dict().items()}
+
+
+def test_state_dict_round_trip_and_all_or_nothing_load() -> None:
+    a, b = Model(), Model()
+    b.load_state_dict(_perturbed(a))
+    before = b.state_dict()
+    bad = a.state_dict()
+    bad["head/dense_1/bias"] = np.zeros(3, np.float32)
+    with pytest.raises(CheckpointError, match=r"'head/dense_1/bias': shape \(3,\) does not match"):
+        b.load_state_dict(bad)
+    bad = a.state_dict()
+    bad["head/dense/bias"] = bad["head/dense/bias"].astype(np.float64)
+    with pytest.raises(CheckpointError, match="'head/dense/bias': dtype float64 does not match the variable's float32"):
+        b.load_state_dict(bad)
+    bad = a.state_dict()
+    del bad["encoder/scale"]
+    bad["encoder/extra"] = np.zeros(1, np.float32)
+    with pytest.raises(CheckpointError, match=r"missing \['encoder/scale'\], unexpected \['encoder/extra'\]"):
+        b.load_state_dict(bad)
+    after = b.state_dict()
+    assert all(before[k].tobytes() == after[k].tobytes() for k in before)  # untouched
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path) -> None:
+    a, b = Model(), Model()
+    b.load_state_dict(_perturbed(a))
+    path = a.save(tmp_path / "ckpt.npz")
+    b.load(path)
+    for (na, va), (nb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and va.tobytes() == vb.tobytes()
+    arrays, meta = rio.read_arrays(path, "refopt.checkpoint", (1,))
+    assert meta["model"] == "Model" and meta["variables"][0]["name"] == "embedding/embeddings"
+    assert list(arrays) == [n for n, _ in EXPECTED]
+    assert a.save(tmp_path / "again.npz").read_bytes() == path.read_bytes()  # same content, same bytes
+    os.unlink(tmp_path / "again.npz")
+    assert [p for p in os.listdir(tmp_path)] == ["ckpt.npz"]  # no temporary files left
+
+
+def _model_unchanged(model: Model, before: dict) -> bool:
+    return all(before[k].tobytes() == v.tobytes() for k, v in model.state_dict().items())
+
+
+def test_truncated_corrupted_and_pickled_checkpoints_are_refused(tmp_path) -> None:
+    a, b = Model(), Model()
+    path = a.save(tmp_path / "good.npz")
+    before = b.state_dict()
+    raw = path.read_bytes()
+
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(rio.FileFormatError, match="truncated or corrupted|not a readable"):
+        b.load(trunc)
+
+    flipped = bytearray(raw)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("head/dense/kernel.npy")
+    flipped[info.header_offset + 30 + len(info.filename) + 140] ^= 0xFF  # inside the array data
+    bad = tmp_path / "flipped.npz"
+    bad.write_bytes(bytes(flipped))
+    with pytest.raises(rio.FileFormatError, match="corrupted"):
+        b.load(bad)
+
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, **{"embedding/embeddings": np.array([object()], dtype=object)})
+    with pytest.raises(rio.FileFormatError, match="Python objects"):
+        b.load(pickled)
+    plain_pickle = tmp_path / "state.pkl"
+    plain_pickle.write_bytes(pickle.dumps(a.state_dict()))
+    with pytest.raises(rio.FileFormatError, match="Python objects"):
+        b.load(plain_pickle)
+
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, **a.state_dict())
+    with pytest.raises(rio.FileFormatError, match="no refopt metadata"):
+        b.load(foreign)
+
+    other = Model()
+    other.add_module(rf.nn.Dense(2, 2), "extra")
+    wrong = other.save(tmp_path / "wrong.npz")
+    with pytest.raises(CheckpointError, match=r"unexpected \['extra/kernel', 'extra/bias'\]"):
+        b.load(wrong)
+    assert _model_unchanged(b, before)
+
+
+def test_crash_during_save_keeps_the_old_checkpoint(tmp_path, monkeypatch) -> None:
+    a, b = Model(), Model()
+    path = a.save(tmp_path / "ckpt.npz")
+    good = path.read_bytes()
+
+    real_write = np.lib.format.write_array
+    calls = []
+
+    def crashing_write(fp, array, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:  # three arrays written, then...
+            raise KeyboardInterrupt("power cut")
+        return real_write(fp, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", crashing_write)
+    with pytest.raises(KeyboardInterrupt):
+        b.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+    c = Model()
+    c.load(path)
+    assert _model_unchanged(c, a.state_dict())
+
+
+def test_initialisers_are_seeded_and_backend_independent() -> None:
+    init = rf.nn.init
+    for name in ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "truncated_normal", "normal"):
+        f = init.get(name)
+        a, b = f((30, 20), seed=3), f((30, 20), seed=3)
+        assert a.tobytes() == b.tobytes() and a.dtype == np.float32
+        assert not np.array_equal(a, f((30, 20), seed=4))
+    lim = np.sqrt(6 / 50)
+    g = init.glorot_uniform((30, 20), seed=0, dtype="float64")
+    assert g.max() <= lim and g.min() >= -lim and abs(g.std() - lim / np.sqrt(3)) < 0.02
+    assert abs(init.he_normal((400, 300), seed=0).std() - np.sqrt(2 / 400)) < 0.002
+    t = init.truncated_normal((10000,), stddev=0.5, seed=0)
+    assert np.abs(t).max() <= 1.0
+    assert init.fans((3, 3, 4, 8)) == (36, 72)
+    np.testing.assert_array_equal(init.constant(2.5)((2,)), [2.5, 2.5])
+    with pytest.raises(ValueError, match="unknown initialiser 'xavier'"):
+        init.get("xavier")
