@@ -1,0 +1,101 @@
+"""Fused multiply-add, ``fma(a, b, c) = a*b + c`` with a single rounding, in NumPy.
+
+Frameworks' CPU kernels use FMA (PyTorch's lerp, ``add(alpha=)``, ``addcmul``); a
+reference that rounds the product first differs in the last bit.  NumPy has no fma ufunc
+(``math.fma`` arrives in Python 3.13 and is scalar), so it is built from error-free
+transformations and *rounding to odd*:
+
+* rounding to odd: of the two floats around an exact value, take the one whose last
+  significand bit is 1 (the value itself if representable).  Rounding to odd at
+  p + 2 or more bits and then to nearest at p bits equals rounding to nearest at once
+  (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
+  using rounding to odd", IEEE TC 2008).
+* float32: the product of two floats32 is exact in float64; ``p + c`` is rounded to odd
+  in float64 (53 >= 24 + 2 bits) using TwoSum's exact error; then rounded to float32.
+* float64: ``a*b = ph + pl`` exactly (Dekker's TwoProduct), ``c + ph = th + tl``
+  exactly (TwoSum), ``v = RO(tl + pl)``, and the result is ``RN(th + v)`` -- Boldo and
+  Melquiond's correctly rounded sum of three numbers, applied to ``ph + pl + c``.
+
+Inputs must be finite with |a*b| well inside the float range (Dekker's split needs
+|a|, |b| < 2^996); optimizer values are.  Non-finite inputs give the plain a*b + c.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_SPLIT64 = 134217729.0  # 2**27 + 1 (Veltkamp split of a float64 into two 26-bit halves)
+
+
+def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """s = RN(a + b) and the exact error e: a + b == s + e (Knuth)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """p = RN(a * b) and the exact error e: a * b == p + e (Dekker, float64)."""
+    p = a * b
+    t = _SPLIT64 * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT64 * b
+    bh = t - (t - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def _xp(a: Any) -> Any:
+    from refopt.backend import namespace
+
+    return namespace(a)
+
+
+def _to_odd(s: Any, e: Any) -> Any:
+    """Given s = RN(x) and the exact error e = x - s, return RO(x) (same float64 format)."""
+    xp = _xp(s)
+    inexact = (e != 0) & xp.isfinite(s)
+    even = (s.view(xp.int64) & 1) == 0
+    fix = inexact & even
+    if not bool(xp.any(fix)):
+        return s
+    toward = xp.where(e > 0, xp.inf, -xp.inf)
+    return xp.where(fix, xp.nextafter(s, toward), s)
+
+
+def round_to_odd_add(a: Any, b: Any) -> Any:
+    """RO(a + b) in float64."""
+    s, e = two_sum(a, b)
+    return _to_odd(s, e)
+
+
+def fma(a: Any, b: Any, c: Any) -> Any:
+    """a*b + c rounded once, elementwise, in the floating dtype of the array inputs
+    (float32 or float64); scalar inputs must already be rounded to that dtype (NumPy
+    scalars of it).  Works on NumPy and CuPy arrays."""
+    arrays = [x for x in (a, b, c) if hasattr(x, "__array_namespace__") and getattr(x, "ndim", 0) > 0]
+    ref = arrays[0] if arrays else np.asarray(a)
+    xp = _xp(ref)
+    dtype = ref.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype == np.float32:
+            a64, b64, c64 = (xp.astype(xp.asarray(x, dtype=xp.float32), xp.float64) for x in (a, b, c))
+            p = a64 * b64  # exact: 24 + 24 bits
+            s = round_to_odd_add(*xp.broadcast_arrays(p, c64))
+            return xp.astype(s, xp.float32)
+        if dtype == np.float64:
+            a64, b64, c64 = xp.broadcast_arrays(*(xp.asarray(x, dtype=xp.float64) for x in (a, b, c)))
+            ph, pl = two_prod(a64, b64)  # a*b = ph + pl exactly
+            th, tl = two_sum(c64, ph)  # c + ph = th + tl exactly
+            v = _to_odd(*two_sum(tl, pl))  # RO(tl + pl)
+            out = th + v  # RN(th + v) = RN(a*b + c)
+            plain = ~(xp.isfinite(out) & xp.isfinite(ph) & xp.isfinite(pl))
+            if bool(xp.any(plain)):
+                out = xp.where(plain, a64 * b64 + c64, out)
+            return out
+    raise TypeError(f"fma: dtype must be float32 or float64, got {dtype}")
