@@ -1,0 +1,681 @@
+"""The optimizer front end shared by SGD, Adam and AdamW.
+
+TensorFlow-1 style::
+
+    grads_and_vars = opt.compute_gradients(loss, var_list)   # [(grad, var)]
+    opt.apply_gradients(grads_and_vars, masks={var: keep})    # one update
+    opt.minimize(loss, var_list)                              # the two together
+    opt.minimize({loss1: vars1, loss2: vars2})                # each loss -> its own variables
+
+PyTorch style: bind the optimizer to variables or parameter groups at construction
+(``Adam(model.trainable_variables(), learning_rate=1e-3)``, or
+``Adam([{"params": v1, "learning_rate": 1e-5}, {"params": v2}], learning_rate=1e-3)``)
+and call ``minimize(loss)``.
+
+An update is transactional: every gradient, mask and value is checked and every new
+value computed before any variable or slot changes, so a bad input raises with nothing
+half-applied.
+
+Per-variable hyperparameters resolve in this order: the group's value, else the
+optimizer's, else the convention's default; then ``exclude_from_weight_decay`` (regexes,
+``re.search`` on the variable name) zeroes the decay and ``lr_multipliers`` (regex ->
+factor, the first matching pattern wins) scales the *step size* -- the learning rate --
+never the gradient (a scaled gradient does not scale Adam's step: m / sqrt(v) is
+invariant to it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refopt import backend
+from refopt.autodiff.graph import gradients
+from refopt.autodiff.tensor import Tensor, Variable, to_numpy
+from refopt.io import read_arrays, write_arrays
+from refopt.optim.clipping import clip_arrays
+from refopt.optim.conventions import DEFAULTS, check_convention, rule_title, scalar, via_float32
+
+__all__ = ["Optimizer", "Hyper", "StepContext", "SLOT_ALIASES"]
+
+STATE_KIND = "refopt.optimizer_state"
+STATE_SCHEMA = 1
+
+# Framework slot names accepted as aliases of refopt's canonical ones.
+SLOT_ALIASES = {
+    "exp_avg": "m",
+    "mu": "m",
+    "exp_avg_sq": "v",
+    "nu": "v",
+    "max_exp_avg_sq": "v_max",
+    "vhat": "v_max",
+    "velocity_hat": "v_max",
+    "nu_max": "v_max",
+    "momentum_buffer": "momentum",
+    "trace": "momentum",
+}
+
+_GROUP_ALIASES = {"lr": "learning_rate", "eps": "epsilon"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+    """The resolved hyperparameters of one variable."""
+
+    learning_rate: Any
+    lr_multiplier: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    decay_excluded: bool = False
+    amsgrad: bool = False
+    maximize: bool = False
+    eps_root: float = 0.0
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    decoupled: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What one variable's update needs besides its arrays: the dtype, this step's
+    learning rate (schedule value times multiplier, a Python float), the step number t
+    the update uses, TF1's float32 beta powers, and the size of optax's tree."""
+
+    dtype: Any
+    lr: float
+    count: int
+    powers: tuple[Any, Any] | None = None
+    leaves: int = 1
+
+    def T(self, x: float) -> Any:
+        """A Python float rounded once to the dtype."""
+        return scalar(x, self.dtype)
+
+    def F(self, x: float) -> Any:
+        """A Python float as TensorFlow converts it: float32 first, then the dtype."""
+        return via_float32(x, self.dtype)
+
+
+@dataclasses.dataclass
+class _Group:
+    overrides: dict[str, Any]
+    bound: list[Variable] | None
+    powers: tuple[Any, Any] | None = None  # tf1: float32 running products beta^t
+
+
+@dataclasses.dataclass
+class _VarState:
+    var: Variable
+    group: int
+    hyper: Hyper
+    slots: dict[str, Any]
+    step: int = 0
+
+
+def _is_schedule(x: Any) -> bool:
+    return callable(x) and not isinstance(x, (int, float))
+
+
+class Optimizer:
+    """Base class; use :class:`~refopt.optim.SGD`, :class:`~refopt.optim.Adam` or
+    :class:`~refopt.optim.AdamW`."""
+
+    rule = ""
+    _rules: dict[str, Callable[..., Any]] = {}
+    _options: dict[str, set[str]] = {}
+    _slot_init: dict[str, str | None] = {}
+    _decoupled = False
+    # hyperparameters whose default is "no effect", checked against _options
+    _NEUTRAL = {
+        "amsgrad": False,
+        "maximize": False,
+        "eps_root": 0.0,
+        "weight_decay": 0.0,
+        "dampening": 0.0,
+        "nesterov": False,
+        "momentum": 0.0,
+    }
+
+    def __init__(
+        self,
+        params_or_lr: Any,
+        hyper: dict[str, Any],
+        convention: str = "torch",
+        learning_rate: Any = None,
+        lr_multipliers: Mapping[str, float] | None = None,
+        exclude_from_weight_decay: Sequence[str] | None = None,
+        global_clipnorm: float | None = None,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+    ) -> None:
+        self.convention = check_convention(convention, self.rule)
+        if isinstance(params_or_lr, (list, tuple)):
+            params = list(params_or_lr)
+            lr = 1e-3 if learning_rate is None else learning_rate
+        else:
+            if learning_rate is not None:
+                raise TypeError(
+                    f"{type(self).__name__}: learning_rate given twice (as the first argument and by keyword)"
+                )
+            params, lr = None, params_or_lr
+        self._check_lr(lr, "learning_rate")
+        defaults = dict(DEFAULTS[self.rule][self.convention])
+        exclude_default = defaults.pop("exclude_from_weight_decay", None)
+        self._defaults: dict[str, Any] = {"learning_rate": lr}
+        for name, value in hyper.items():
+            self._defaults[name] = defaults.get(name) if value is None else value
+        for name, value in self._defaults.items():
+            if value is None:
+                raise ValueError(f"{type(self).__name__}: {name} has no default for convention {convention!r}")
+        self._check_options(self._defaults, "the optimizer")
+        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
+        for pattern in self.lr_multipliers:
+            re.compile(pattern)
+        excl = exclude_default if exclude_from_weight_decay is None else exclude_from_weight_decay
+        self.exclude_from_weight_decay = [str(p) for p in (excl or [])]
+        for pattern in self.exclude_from_weight_decay:
+            re.compile(pattern)
+        for name, v in (("global_clipnorm", global_clipnorm), ("clipnorm", clipnorm), ("clipvalue", clipvalue)):
+            if v is not None and not (isinstance(v, (int, float)) and v > 0):
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive number, got {v!r}")
+        if sum(v is not None for v in (global_clipnorm, clipnorm, clipvalue)) > 1:
+            raise ValueError(f"{type(self).__name__}: set at most one of global_clipnorm, clipnorm, clipvalue")
+        self.global_clipnorm, self.clipnorm, self.clipvalue = global_clipnorm, clipnorm, clipvalue
+        self.iterations = 0
+        self._states: dict[int, _VarState] = {}
+        self._groups: list[_Group] = []
+        self._bound = params is not None
+        if params is None:
+            self._groups.append(_Group({}, None))
+        else:
+            self._bind(params)
+        self._reset_powers()
+
+    # -- construction helpers --------------------------------------------------------------
+    @staticmethod
+    def _check_lr(lr: Any, what: str) -> None:
+        if _is_schedule(lr):
+            return
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"{what} must be a non-negative number or a schedule (callable), got {lr!r}")
+
+    def _check_options(self, values: Mapping[str, Any], where: str) -> None:
+        allowed = self._options[self.convention]
+        for name, neutral in self._NEUTRAL.items():
+            if name in values and values[name] != neutral and name not in allowed:
+                raise ValueError(
+                    f"{type(self).__name__}(convention={self.convention!r}): {name}={values[name]!r} in {where} is "
+                    f"not available in that framework ({rule_title(self.rule)} there has: "
+                    f"{', '.join(sorted(allowed)) or 'no such options'})"
+                )
+        if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0) != 0):
+            raise ValueError(f"{type(self).__name__}: nesterov needs momentum > 0 and dampening = 0 (in {where})")
+
+    def _bind(self, params: list) -> None:
+        if params and all(isinstance(p, dict) for p in params):
+            groups = params
+        elif all(isinstance(p, Variable) for p in params):
+            groups = [{"params": params}]
+        else:
+            raise TypeError(
+                f"{type(self).__name__}: the first argument must be a learning rate, a list of Variables or a list "
+                "of parameter-group dicts"
+            )
+        valid = set(self._defaults) | {"params"}
+        for i, grp in enumerate(groups):
+            grp = {_GROUP_ALIASES.get(k, k): v for k, v in grp.items()}
+            if "betas" in grp:
+                grp["beta1"], grp["beta2"] = grp.pop("betas")
+            unknown = sorted(set(grp) - valid)
+            if unknown:
+                raise ValueError(f"parameter group {i}: unknown keys {unknown}; valid keys: {sorted(valid)}")
+            if "params" not in grp:
+                raise ValueError(f"parameter group {i} has no 'params'")
+            variables = list(grp.pop("params"))
+            if "learning_rate" in grp:
+                self._check_lr(grp["learning_rate"], f"parameter group {i}: learning_rate")
+            self._check_options({**self._defaults, **grp}, f"parameter group {i}")
+            self._groups.append(_Group(grp, variables))
+            for v in variables:
+                if not isinstance(v, Variable):
+                    raise TypeError(f"parameter group {i}: {type(v).__name__} is not a Variable")
+                self._register(v, len(self._groups) - 1)
+
+    def _resolve(self, var: Variable, group: int) -> Hyper:
+        values = {**self._defaults, **self._groups[group].overrides}
+        name = var.name or ""
+        mult = next((f for pat, f in self.lr_multipliers.items() if re.search(pat, name)), 1.0)
+        excluded = any(re.search(pat, name) for pat in self.exclude_from_weight_decay)
+        fields = {f.name for f in dataclasses.fields(Hyper)}
+        kw = {k: v for k, v in values.items() if k in fields}
+        if excluded:
+            kw["weight_decay"] = 0.0
+        return Hyper(lr_multiplier=mult, decay_excluded=excluded, decoupled=self._decoupled, **kw)
+
+    def _check_registrable(self, var: Variable, new_names: set[str] | None = None) -> None:
+        if id(var) in self._states:
+            raise ValueError(f"variable {var.name!r} is given to this optimizer twice")
+        taken = {st.var.name for st in self._states.values()} | (new_names or set())
+        if var.name is not None and var.name in taken:
+            raise ValueError(f"two different variables are named {var.name!r}; optimizer state is keyed by name")
+        if backend.dtype_name(var.dtype) not in ("float32", "float64"):
+            raise TypeError(f"variable {var.name!r} has dtype {backend.dtype_name(var.dtype)}; only floats are trained")
+        if new_names is not None and var.name is not None:
+            new_names.add(var.name)
+
+    def _register(self, var: Variable, group: int) -> _VarState:
+        self._check_registrable(var)
+        hyper = self._resolve(var, group)
+        st = _VarState(var, group, hyper, {})
+        xp = backend.namespace(var.data)
+        for name in self._slot_list(hyper):
+            if self._slot_init.get(name) == "zeros":
+                st.slots[name] = xp.zeros(var.data.shape, dtype=var.data.dtype)
+        self._states[id(var)] = st
+        return st
+
+    def _reset_powers(self) -> None:
+        for grp in self._groups:
+            values = {**self._defaults, **grp.overrides}
+            grp.powers = (np.float32(values.get("beta1", 0.9)), np.float32(values.get("beta2", 0.999)))
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    def _slot_list(self, h: Hyper) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def slot_names(self) -> list[str]:
+        """Canonical slot names this optimizer keeps (for its resolved hyperparameters)."""
+        names: list[str] = []
+        hypers = [st.hyper for st in self._states.values()] or [self._resolve(Variable(np.zeros(1)), 0)]
+        for h in hypers:
+            for n in self._slot_list(h):
+                if n not in names:
+                    names.append(n)
+        return names
+
+    # -- gradients --------------------------------------------------------------------------
+    def _trainable_in(self, loss: Tensor) -> list[Variable]:
+        if self._bound:
+            return [st.var for st in self._states.values() if st.var.trainable]
+        found: list[Variable] = []
+        seen: set[int] = set()
+        stack = [loss]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            if isinstance(t, Variable) and t.trainable:
+                found.append(t)
+            if t._node is not None:
+                stack.extend(a for a in reversed(t._node[1]) if isinstance(a, Tensor))
+        return found
+
+    def compute_gradients(self, loss: Tensor | Callable[[], Tensor], var_list: Sequence[Variable] | None = None):
+        """``[(gradient or None, variable)]`` of ``loss`` (a Tensor, or a function returning
+        one) for ``var_list`` -- by default the bound variables, or every trainable
+        Variable the loss depends on."""
+        if callable(loss) and not isinstance(loss, Tensor):
+            loss = loss()
+        if not isinstance(loss, Tensor):
+            raise TypeError(f"compute_gradients: loss must be a Tensor or a callable, got {type(loss).__name__}")
+        variables = self._trainable_in(loss) if var_list is None else list(var_list)
+        for v in variables:
+            if not isinstance(v, Variable):
+                raise TypeError(f"compute_gradients: var_list holds a {type(v).__name__}, not a Variable")
+        grads = gradients(loss, variables) if variables else []
+        return list(zip(grads, variables))
+
+    def minimize(
+        self,
+        loss: Tensor | Callable[[], Tensor] | Mapping[Any, Sequence[Variable]],
+        var_list: Sequence[Variable] | None = None,
+        masks: Mapping[Variable, Any] | None = None,
+    ):
+        """``apply_gradients(compute_gradients(loss, var_list))``.
+
+        With a dict ``{loss1: vars1, loss2: vars2}`` each loss is differentiated only with
+        respect to its own variables and all are applied in one update; a variable under
+        several losses gets the sum of their gradients (in the dict's order).
+        """
+        if isinstance(loss, Mapping):
+            if var_list is not None:
+                raise TypeError("minimize: with a dict of losses the variables come from the dict; omit var_list")
+            merged: dict[int, list] = {}
+            for one_loss, variables in loss.items():
+                for g, v in self.compute_gradients(one_loss, list(variables)):
+                    slot = merged.setdefault(id(v), [None, v])
+                    if g is not None:
+                        slot[0] = g if slot[0] is None else slot[0] + g
+            grads_and_vars = [(g, v) for g, v in merged.values()]
+        else:
+            grads_and_vars = self.compute_gradients(loss, var_list)
+        self.apply_gradients(grads_and_vars, masks=masks)
+        return grads_and_vars
+
+    # -- the update -------------------------------------------------------------------------
+    def _lr(self, st: _VarState) -> float:
+        lr = self._groups[st.group].overrides.get("learning_rate", self._defaults["learning_rate"])
+        value = float(lr(self.iterations)) if _is_schedule(lr) else float(lr)
+        return value * st.hyper.lr_multiplier
+
+    def _as_array(self, g: Any, var: Variable, what: str) -> Any:
+        if isinstance(g, Tensor):
+            g = g.data
+        elif not hasattr(g, "__array_namespace__"):
+            g = np.asarray(g)
+        if backend.backend_name(g) != var.backend:
+            raise ValueError(
+                f"{what} for variable {var.name!r} is on {backend.device_of(g)} ({backend.backend_name(g)}), the "
+                f"variable on {var.device} ({var.backend})"
+            )
+        return g
+
+    def apply_gradients(
+        self, grads_and_vars: Iterable[tuple[Any, Variable]], masks: Mapping[Variable, Any] | None = None
+    ) -> int:
+        """One update of every variable in ``grads_and_vars``; returns ``iterations``.
+
+        A ``None`` gradient follows the convention: torch skips the variable and its step
+        count stays; keras, tf1 and optax skip it while the shared count advances.
+        ``masks={var: bool_array}``: where the mask is False the element is frozen for
+        this step -- its value and every slot stay exactly as they were (the step count,
+        per variable or shared, advances as usual; see docs/optim.md).
+        """
+        pairs = list(grads_and_vars)
+        checked: list[tuple[Variable, Any]] = []
+        seen: set[int] = set()
+        new_names: set[str] = set()
+        for item in pairs:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise TypeError("apply_gradients: expected (gradient, variable) pairs")
+            g, var = item
+            if not isinstance(var, Variable):
+                raise TypeError(f"apply_gradients: {type(var).__name__} is not a Variable")
+            if id(var) in seen:
+                raise ValueError(f"apply_gradients: variable {var.name!r} appears twice")
+            seen.add(id(var))
+            if id(var) not in self._states:
+                if self._bound:
+                    raise ValueError(f"apply_gradients: variable {var.name!r} is not one this optimizer was given")
+                self._check_registrable(var, new_names)
+            if g is not None:
+                g = self._as_array(g, var, "gradient")
+                if tuple(g.shape) != var.shape:
+                    raise ValueError(
+                        f"apply_gradients: gradient of shape {tuple(g.shape)} for variable {var.name!r} of shape "
+                        f"{var.shape}"
+                    )
+                if g.dtype != var.dtype:
+                    raise TypeError(
+                        f"apply_gradients: gradient of dtype {backend.dtype_name(g.dtype)} for variable "
+                        f"{var.name!r} of dtype {backend.dtype_name(var.dtype)}"
+                    )
+            checked.append((var, g))
+        checked_masks = self._check_masks(masks, seen)
+        if self.convention == "keras" and checked and all(g is None for _, g in checked):
+            raise ValueError("apply_gradients: every gradient is None (Keras refuses this step; nothing changed)")
+
+        # everything checked: unbound optimizers meet their new variables here
+        for var, _ in checked:
+            if id(var) not in self._states:
+                self._register(var, 0)
+        resolved = [(self._states[id(var)], g) for var, g in checked]
+
+        live = [(st, g) for st, g in resolved if g is not None]
+        if live:
+            clipped = clip_arrays(
+                [g for _, g in live], self.convention, self.global_clipnorm, self.clipnorm, self.clipvalue
+            )
+            live = [(st, g) for (st, _), g in zip(live, clipped)]
+        # optax's tree: the variables sharing one transform (group and lr multiplier, as a
+        # multi_transform label would hold them) -- all bound ones, or all in this call.
+        pool = self._states.values() if self._bound else [st for st, _ in resolved]
+        leaves: dict[tuple, int] = {}
+        for st in pool:
+            key = (st.group, st.hyper.lr_multiplier)
+            leaves[key] = leaves.get(key, 0) + 1
+        updates = []
+        for st, g in live:
+            count = st.step + 1 if self.convention == "torch" else self.iterations + 1
+            ctx = StepContext(
+                st.var.data.dtype,
+                self._lr(st),
+                count,
+                self._groups[st.group].powers,
+                leaves[(st.group, st.hyper.lr_multiplier)],
+            )
+            new_p, new_slots = self._rules[self.convention](st.var.data, g, st.slots, st.hyper, ctx)
+            mask = checked_masks.get(id(st.var))
+            if mask is not None:
+                xp = backend.namespace(st.var.data)
+                new_p = xp.where(mask, new_p, st.var.data)
+                for name, value in new_slots.items():
+                    old = st.slots.get(name)
+                    new_slots[name] = xp.where(mask, value, old if old is not None else xp.zeros_like(value))
+            updates.append((st, new_p, new_slots))
+
+        # commit: nothing above changed any state
+        for st, new_p, new_slots in updates:
+            st.var.assign(new_p)
+            st.slots.update(new_slots)
+            st.step += 1
+        if self.convention == "tf1" and self.rule == "adam":
+            for grp in self._groups:
+                values = {**self._defaults, **grp.overrides}
+                grp.powers = (
+                    np.float32(grp.powers[0] * np.float32(values["beta1"])),
+                    np.float32(grp.powers[1] * np.float32(values["beta2"])),
+                )
+        self.iterations += 1
+        return self.iterations
+
+    def _check_masks(self, masks: Mapping[Variable, Any] | None, seen: set[int]) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for var, mask in (masks or {}).items():
+            if not isinstance(var, Variable):
+                raise TypeError(f"masks: key {type(var).__name__} is not a Variable")
+            if id(var) not in seen:
+                raise ValueError(f"masks: variable {var.name!r} is not among the gradients being applied")
+            m = self._as_array(mask, var, "mask")
+            if tuple(m.shape) != var.shape:
+                raise ValueError(
+                    f"masks: mask of shape {tuple(m.shape)} for variable {var.name!r} of shape {var.shape}"
+                )
+            if backend.dtype_name(m.dtype) != "bool":
+                raise TypeError(
+                    f"masks: mask for variable {var.name!r} has dtype {backend.dtype_name(m.dtype)}, not bool"
+                )
+            out[id(var)] = m
+        return out
+
+    # -- slots --------------------------------------------------------------------------------
+    def _canonical(self, name: str, st: _VarState | None = None) -> str:
+        canon = SLOT_ALIASES.get(name, name)
+        valid = self._slot_list(st.hyper) if st is not None else tuple(self.slot_names())
+        if canon not in valid:
+            aliases = sorted(a for a, c in SLOT_ALIASES.items() if c in valid)
+            raise KeyError(
+                f"unknown slot {name!r} for {type(self).__name__}(convention={self.convention!r}); slots: "
+                f"{', '.join(valid) or 'none'} (aliases: {', '.join(aliases) or 'none'})"
+            )
+        return canon
+
+    def _state(self, var: Variable) -> _VarState:
+        st = self._states.get(id(var))
+        if st is None:
+            raise KeyError(f"variable {getattr(var, 'name', None)!r} is not known to this optimizer")
+        return st
+
+    def get_slot(self, var: Variable, name: str) -> Tensor:
+        """A copy of slot ``name`` ("m", "v", "v_max", "momentum", or a framework alias)
+        of ``var``."""
+        st = self._state(var)
+        canon = self._canonical(name, st)
+        value = st.slots.get(canon)
+        if value is None:
+            raise KeyError(
+                f"slot {canon!r} of variable {var.name!r} does not exist yet: PyTorch creates the momentum buffer "
+                "from the first gradient"
+            )
+        return Tensor(backend.namespace(value).asarray(value, copy=True))
+
+    def set_slot(self, var: Variable, name: str, value: Any) -> None:
+        """Overwrite slot ``name`` of ``var`` (same shape, dtype and device as ``var``)."""
+        st = self._state(var)
+        canon = self._canonical(name, st)
+        arr = self._as_array(value, var, f"slot {canon!r}")
+        if tuple(arr.shape) != var.shape:
+            raise ValueError(
+                f"set_slot: value of shape {tuple(arr.shape)} for slot {canon!r} of {var.name!r} (shape {var.shape})"
+            )
+        if arr.dtype != var.dtype:
+            raise TypeError(
+                f"set_slot: value of dtype {backend.dtype_name(arr.dtype)} for slot {canon!r} of "
+                f"{var.name!r} (dtype {backend.dtype_name(var.dtype)})"
+            )
+        st.slots[canon] = backend.namespace(arr).asarray(arr, copy=True)
+
+    def variables(self) -> list[Variable]:
+        """The variables this optimizer holds state for, in registration order."""
+        return [st.var for st in self._states.values()]
+
+    def step_count(self, var: Variable) -> int:
+        """How many updates ``var`` has received (torch's per-parameter ``step``)."""
+        return self._state(var).step
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next update depends on, keyed by variable *name*::
+
+        {"rule", "convention", "iterations", "groups": [{"powers": [b1p, b2p]}],
+         "variables": {name: {"step": int, "slots": {slot: NumPy array}}}}
+        """
+        variables = {}
+        for i, st in enumerate(self._states.values()):
+            if st.var.name is None:
+                raise ValueError(f"variable {i} of this optimizer has no name; state is keyed by name")
+            variables[st.var.name] = {
+                "step": st.step,
+                "slots": {k: to_numpy(v) for k, v in st.slots.items() if v is not None},
+            }
+        return {
+            "rule": self.rule,
+            "convention": self.convention,
+            "iterations": self.iterations,
+            "groups": [{"powers": [float(g.powers[0]), float(g.powers[1])]} for g in self._groups],
+            "variables": variables,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], var_list: Sequence[Variable] | None = None) -> None:
+        """Restore :meth:`state_dict` output.  Variables are matched by name among those
+        the optimizer holds and ``var_list``; names, slot names, shapes and dtypes are
+        all checked before anything changes."""
+        if state.get("rule") != self.rule or state.get("convention") != self.convention:
+            raise ValueError(
+                f"state is for {state.get('rule')!r}/{state.get('convention')!r}, this optimizer is "
+                f"{self.rule!r}/{self.convention!r}"
+            )
+        by_name = {st.var.name: st.var for st in self._states.values()}
+        for v in var_list or []:
+            by_name.setdefault(v.name, v)
+        saved = dict(state.get("variables", {}))
+        unknown = [n for n in saved if n not in by_name]
+        missing = [st.var.name for st in self._states.values() if st.var.name not in saved]
+        if unknown or missing:
+            raise ValueError(f"optimizer state does not fit: unknown variables {unknown}, missing {missing}")
+        if len(state.get("groups", [])) != len(self._groups):
+            raise ValueError(f"state has {len(state.get('groups', []))} groups, the optimizer {len(self._groups)}")
+        staged = []
+        for name, entry in saved.items():
+            var = by_name[name]
+            st = self._states.get(id(var))
+            hyper = st.hyper if st is not None else self._resolve(var, 0)
+            valid = self._slot_list(hyper)
+            slots = {}
+            for sname, value in entry.get("slots", {}).items():
+                canon = SLOT_ALIASES.get(sname, sname)
+                if canon not in valid:
+                    raise ValueError(f"state for {name!r}: unknown slot {sname!r} (slots: {', '.join(valid)})")
+                arr = np.asarray(value) if not hasattr(value, "__array_namespace__") else value
+                if tuple(arr.shape) != var.shape or backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
+                    raise ValueError(
+                        f"state for {name!r}: slot {sname!r} is {backend.dtype_name(arr.dtype)}{tuple(arr.shape)}, "
+                        f"the variable {backend.dtype_name(var.dtype)}{var.shape}"
+                    )
+                slots[canon] = backend.move(arr, var.backend)
+            step = entry.get("step", 0)
+            if not isinstance(step, (int, np.integer)) or step < 0:
+                raise ValueError(f"state for {name!r}: step must be a non-negative int, got {step!r}")
+            staged.append((var, st, slots, int(step)))
+        for var, st, slots, step in staged:
+            if st is None:
+                st = self._register(var, 0)
+            st.slots = {**{k: v for k, v in st.slots.items() if k not in slots}, **slots}
+            st.step = step
+        for grp, saved_grp in zip(self._groups, state.get("groups", [])):
+            p = saved_grp.get("powers")
+            if p is not None:
+                grp.powers = (np.float32(p[0]), np.float32(p[1]))
+        self.iterations = int(state.get("iterations", 0))
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`state_dict` atomically as ``.npz`` + JSON (refopt.io)."""
+        sd = self.state_dict()
+        arrays = {f"{name}/{slot}": a for name, e in sd["variables"].items() for slot, a in e["slots"].items()}
+        meta = {k: sd[k] for k in ("rule", "convention", "iterations", "groups")}
+        meta["steps"] = {name: e["step"] for name, e in sd["variables"].items()}
+        return write_arrays(path, arrays, STATE_KIND, STATE_SCHEMA, extra=meta)
+
+    def load(self, path: str | Path, var_list: Sequence[Variable] | None = None) -> None:
+        """Read a file written by :meth:`save` (pickle-free, checked) into this optimizer."""
+        arrays, meta = read_arrays(path, STATE_KIND, (STATE_SCHEMA,))
+        variables: dict[str, dict] = {n: {"step": s, "slots": {}} for n, s in meta["steps"].items()}
+        for key, a in arrays.items():
+            name, slot = key.rsplit("/", 1)
+            variables.setdefault(name, {"step": 0, "slots": {}})["slots"][slot] = a
+        self.load_state_dict(
+            {**{k: meta[k] for k in ("rule", "convention", "iterations", "groups")}, "variables": variables}, var_list
+        )
+
+    # -- display --------------------------------------------------------------------------------
+    def describe(self, print_fn: Callable[[str], Any] | None = print) -> str:
+        """The resolved hyperparameters, one row per variable."""
+        cols = self._describe_columns()
+        rows = [["variable", "group", "learning_rate", "lr_mult", *cols, "convention"]]
+        for st in self._states.values():
+            lr = self._groups[st.group].overrides.get("learning_rate", self._defaults["learning_rate"])
+            lr_text = repr(lr) if _is_schedule(lr) else f"{lr:g}"
+            h = st.hyper
+            vals = []
+            for c in cols:
+                v = getattr(h, c)
+                text = f"{v:g}" if isinstance(v, float) else str(v)
+                if c == "weight_decay" and h.decay_excluded:
+                    text += " (excluded)"
+                vals.append(text)
+            rows.append([str(st.var.name), str(st.group), lr_text, f"{h.lr_multiplier:g}", *vals, self.convention])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [f"{type(self).__name__} (convention={self.convention!r}, iterations={self.iterations})"]
+        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        if len(rows) == 1:
+            lines.append("(no variables yet: an unbound optimizer learns them at its first update)")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _describe_columns(self) -> list[str]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(convention={self.convention!r}, variables={len(self._states)})"
