@@ -628,6 +628,24 @@ class Optimizer:
                 grp.powers = (np.float32(p[0]), np.float32(p[1]))
         self.iterations = int(state.get("iterations", 0))
 
+    def load_torch_state_dict(
+        self, state_dict: Mapping[str, Any], var_list: Sequence[Variable] | None = None, iterations: int | None = None
+    ) -> None:
+        """Continue from a PyTorch SGD/Adam/AdamW ``state_dict()`` (``var_list`` in torch's
+        parameter order); see :mod:`refopt.optim.torch_state`."""
+        from refopt.optim.torch_state import load_torch_state_dict
+
+        load_torch_state_dict(self, state_dict, var_list, iterations)
+
+    def torch_state_dict(
+        self, var_list: Sequence[Variable] | None = None, like: Mapping[str, Any] | None = None, to_torch: bool = False
+    ) -> dict[str, Any]:
+        """This optimizer's state in PyTorch's ``state_dict`` format; see
+        :mod:`refopt.optim.torch_state`."""
+        from refopt.optim.torch_state import torch_state_dict
+
+        return torch_state_dict(self, var_list, like, to_torch)
+
     def save(self, path: str | Path) -> Path:
         """Write :meth:`state_dict` atomically as ``.npz`` + JSON (refopt.io)."""
         sd = self.state_dict()
