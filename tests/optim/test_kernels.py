@@ -1,0 +1,68 @@
+"""Exact arithmetic kernels: FMA against exact rational arithmetic, libm pow."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refopt.optim.kernels.fma import fma
+from refopt.optim.kernels.libm import pow32, pow64
+
+
+def _exact64(a, b, c):
+    return float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c)))
+
+
+def _exact32(a, b, c):
+    v = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    f = np.float32(float(v))  # may round twice: pick the nearest of the neighbours, ties to even
+    cands = [np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))]
+    return min(cands, key=lambda q: (abs(Fraction(float(q)) - v), int(np.asarray(q).view(np.int32)) & 1))
+
+
+floats64 = st.floats(min_value=-1e100, max_value=1e100, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+floats32 = st.floats(
+    min_value=-(2.0**60), max_value=2.0**60, width=32, allow_nan=False, allow_infinity=False, allow_subnormal=False
+)
+
+
+@settings(max_examples=400)
+@given(a=floats64, b=floats64, c=floats64)
+def test_fma64_is_correctly_rounded(a, b, c) -> None:
+    assert fma(np.array([a]), np.array([b]), np.array([c]))[0] == _exact64(a, b, c)
+
+
+@settings(max_examples=400)
+@given(a=floats32, b=floats32, c=floats32)
+def test_fma32_is_correctly_rounded(a, b, c) -> None:
+    got = fma(np.array([a], np.float32), np.array([b], np.float32), np.array([c], np.float32))[0]
+    assert got == _exact32(a, b, c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_on_cancellation_heavy_arrays(dtype) -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(3000).astype(dtype), rng.standard_normal(3000).astype(dtype)
+    c = (-(a.astype(np.float64) * b) * (1 + 1e-7 * rng.standard_normal(3000))).astype(dtype)
+    exact = _exact64 if dtype == np.float64 else _exact32
+    want = np.array([exact(x, y, z) for x, y, z in zip(a, b, c)], dtype)
+    got = fma(a, b, c)
+    assert got.dtype == dtype and np.array_equal(got, want)
+    assert not np.array_equal((a * b + c).astype(dtype), want)  # the unfused form does differ here
+    assert fma(a, dtype(0.5), c).dtype == dtype  # scalars in the dtype broadcast
+
+
+def test_libm_pow_is_the_c_library() -> None:
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.powf.restype, libm.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+    for t in range(1, 300):
+        assert pow32(0.9, t) == np.float32(libm.powf(0.9, float(t)))
+        assert pow64(0.999, t) == math.pow(0.999, t)

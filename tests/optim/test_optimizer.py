@@ -1,0 +1,342 @@
+"""The optimizer front end: construction, defaults, compute/apply/minimize, routing,
+groups vs partitions, None gradients, slots, state, multipliers, and bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import refopt as rf
+from refopt.optim import SGD, Adam, AdamW
+from refopt.testing import assert_trajectory_equal
+
+CONVENTIONS = ["torch", "keras", "tf1", "optax"]
+
+
+def _vars(dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        rf.Variable(rng.standard_normal((3, 4)).astype(dtype), name="a/kernel"),
+        rf.Variable(rng.standard_normal(4).astype(dtype), name="a/bias"),
+        rf.Variable(rng.standard_normal((2, 2)).astype(dtype), name="b/kernel"),
+    ]
+
+
+def _loss(vs, x):
+    a, b, c = vs
+    return rf.sum(rf.tanh(x @ a + b) ** 2) + rf.sum(c * c) * 0.5
+
+
+def _snapshot(opt, vs):
+    return [v.numpy() for v in vs], copy.deepcopy(opt.state_dict())
+
+
+def _same(snap_a, snap_b) -> bool:
+    (va, sa), (vb, sb) = snap_a, snap_b
+    if any(not np.array_equal(x, y) for x, y in zip(va, vb)):
+        return False
+    if sa["iterations"] != sb["iterations"] or sa["variables"].keys() != sb["variables"].keys():
+        return False
+    for n in sa["variables"]:
+        ea, eb = sa["variables"][n], sb["variables"][n]
+        if ea["step"] != eb["step"] or ea["slots"].keys() != eb["slots"].keys():
+            return False
+        if any(not np.array_equal(ea["slots"][k], eb["slots"][k]) for k in ea["slots"]):
+            return False
+    return True
+
+
+def test_construction_forms_and_defaults() -> None:
+    vs = _vars()
+    assert Adam(0.1).describe(None)
+    opt = Adam(vs, learning_rate=0.05)
+    assert opt.variables() == vs
+    grouped = Adam(
+        [{"params": vs[:2], "lr": 1e-4, "betas": (0.8, 0.9), "eps": 1e-6}, {"params": vs[2:]}], learning_rate=1e-3
+    )
+    h0, h2 = grouped._state(vs[0]).hyper, grouped._state(vs[2]).hyper
+    assert (h0.beta1, h0.beta2, h0.epsilon, h2.beta1, h2.epsilon) == (0.8, 0.9, 1e-6, 0.9, 1e-8)
+    assert Adam(convention="keras")._defaults["epsilon"] == 1e-7
+    assert AdamW(convention="torch")._defaults["weight_decay"] == 1e-2
+    assert AdamW(convention="keras")._defaults["weight_decay"] == 0.004
+    assert AdamW(convention="optax")._defaults["weight_decay"] == 1e-4
+    bert = AdamW(vs, convention="bert")
+    assert bert._defaults["epsilon"] == 1e-6 and bert._state(vs[1]).hyper.weight_decay == 0.0
+    assert bert._state(vs[0]).hyper.weight_decay == 0.01
+    text = grouped.describe(None)
+    assert "a/kernel" in text and "0.0001" in text and "torch" in text
+
+
+def test_bad_construction_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="unknown convention 'pytorch'; valid conventions are torch, keras, tf1, optax, bert"
+    ):
+        Adam(convention="pytorch")
+    with pytest.raises(
+        ValueError, match=r"convention 'tf1' has no AdamW \(valid for AdamW: torch, keras, optax, bert\)"
+    ):
+        AdamW(convention="tf1")
+    with pytest.raises(ValueError, match=r"maximize=True .* is not available in that framework"):
+        Adam(maximize=True, convention="keras")
+    with pytest.raises(ValueError, match="dampening=0.1"):
+        SGD(momentum=0.9, dampening=0.1, convention="optax")
+    with pytest.raises(ValueError, match="nesterov needs momentum > 0"):
+        SGD(nesterov=True)
+    with pytest.raises(ValueError, match=r"parameter group 0: unknown keys \['momentum'\]"):
+        Adam([{"params": _vars(), "momentum": 0.9}])
+    with pytest.raises(TypeError, match="learning_rate given twice"):
+        Adam(0.1, learning_rate=0.2)
+    with pytest.raises(ValueError, match="learning_rate must be a non-negative number"):
+        Adam(-1.0)
+    v = _vars()[0]
+    with pytest.raises(ValueError, match="given to this optimizer twice"):
+        Adam([v, v])
+    with pytest.raises(ValueError, match="two different variables are named 'a/kernel'"):
+        Adam([v, rf.Variable(np.zeros(2, np.float32), name="a/kernel")])
+
+
+def test_compute_gradients_and_minimize_tf1_style() -> None:
+    vs = _vars()
+    frozen = rf.Variable(np.ones(4, np.float32), name="frozen", trainable=False)
+    x = rf.constant(np.ones((5, 3), np.float32))
+    opt = SGD(0.1)
+    loss = _loss(vs, x) + rf.sum(frozen)
+    gv = opt.compute_gradients(loss)
+    assert sorted(v.name for _, v in gv) == ["a/bias", "a/kernel", "b/kernel"]  # not the non-trainable one
+    assert all(g is not None for g, _ in gv)
+    unrelated = rf.Variable(np.ones(2, np.float32), name="unrelated")
+    ((g, _),) = opt.compute_gradients(loss, [unrelated])
+    assert g is None
+    before = vs[0].numpy()
+    opt.minimize(lambda: _loss(vs, x))  # a callable loss, Keras style
+    assert not np.array_equal(before, vs[0].numpy()) and opt.iterations == 1
+
+
+def test_routed_minimize_equals_two_compute_gradients_and_one_apply() -> None:
+    def setup():
+        vs = _vars(seed=1)
+        x = rf.constant(np.linspace(-1, 1, 15, dtype=np.float32).reshape(5, 3))
+        return vs, x
+
+    vs1, x = setup()
+    opt1 = Adam(vs1, learning_rate=0.01)
+    vs2, _ = setup()
+    opt2 = Adam(vs2, learning_rate=0.01)
+    for _ in range(3):
+        l1 = rf.sum(rf.tanh(x @ vs1[0] + vs1[1]))  # loss 1: a/kernel, a/bias
+        l2 = rf.sum(vs1[2] * vs1[2]) + rf.sum(vs1[1] * vs1[1])  # loss 2: b/kernel and a/bias again
+        opt1.minimize({l1: [vs1[0], vs1[1]], l2: [vs1[2], vs1[1]]})
+
+        m1 = rf.sum(rf.tanh(x @ vs2[0] + vs2[1]))
+        m2 = rf.sum(vs2[2] * vs2[2]) + rf.sum(vs2[1] * vs2[1])
+        g1 = opt2.compute_gradients(m1, [vs2[0], vs2[1]])
+        g2 = opt2.compute_gradients(m2, [vs2[2], vs2[1]])
+        summed = [(g1[0][0], vs2[0]), (g1[1][0] + g2[1][0], vs2[1]), (g2[0][0], vs2[2])]
+        opt2.apply_gradients(summed)
+    for a, b in zip(vs1, vs2):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+
+
+def test_each_loss_updates_only_its_own_variables() -> None:
+    vs = _vars(seed=2)
+    before = [v.numpy() for v in vs]
+    opt = SGD(0.1)
+    joint_a = rf.sum(vs[0] * vs[2][0, 0])  # depends on a/kernel and b/kernel
+    joint_b = rf.sum(vs[1] * vs[0][0])  # depends on a/bias and a/kernel
+    opt.minimize({joint_a: [vs[0]], joint_b: [vs[1]]})
+    assert not np.array_equal(vs[0].numpy(), before[0]) and not np.array_equal(vs[1].numpy(), before[1])
+    np.testing.assert_array_equal(vs[2].numpy(), before[2])  # b/kernel is nobody's variable
+    # a/kernel got only joint_a's gradient (b/kernel[0,0] everywhere), not joint_b's
+    np.testing.assert_allclose(before[0] - vs[0].numpy(), 0.1 * before[2][0, 0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+@pytest.mark.parametrize("cls,kw", [(Adam, {}), (SGD, {"momentum": 0.9})])
+def test_two_optimizers_over_a_partition_equal_one_with_groups(convention, cls, kw) -> None:
+    x = rf.constant(np.linspace(-1, 1, 15).reshape(5, 3).astype(np.float32))
+    va, vb = _vars(seed=3), _vars(seed=3)
+    one = cls(
+        [{"params": va[:2], "learning_rate": 0.02}, {"params": va[2:], "learning_rate": 0.005}],
+        convention=convention,
+        **kw,
+    )
+    first = cls(vb[:2], learning_rate=0.02, convention=convention, **kw)
+    second = cls(vb[2:], learning_rate=0.005, convention=convention, **kw)
+    for _ in range(6):
+        one.minimize(_loss(va, x))
+        loss = _loss(vb, x)
+        gv = first.compute_gradients(loss, vb)
+        first.apply_gradients(gv[:2])
+        second.apply_gradients(gv[2:])
+    for a, b in zip(va, vb):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+
+
+def test_none_gradients_follow_the_convention() -> None:
+    v = _vars()
+    torch_opt = Adam(v, learning_rate=0.1)
+    torch_opt.apply_gradients([(np.ones((3, 4), np.float32), v[0]), (None, v[1]), (None, v[2])])
+    assert torch_opt.step_count(v[0]) == 1 and torch_opt.step_count(v[1]) == 0 and torch_opt.iterations == 1
+    k = _vars()
+    keras_opt = Adam(k, learning_rate=0.1, convention="keras")
+    snap = _snapshot(keras_opt, k)
+    with pytest.raises(ValueError, match="every gradient is None"):
+        keras_opt.apply_gradients([(None, x) for x in k])
+    assert _same(snap, _snapshot(keras_opt, k))
+
+
+def test_bad_apply_gradients_input_changes_nothing() -> None:
+    vs = _vars()
+    opt = Adam(vs, learning_rate=0.1)
+    good = [(np.ones(v.shape, np.float32), v) for v in vs]
+    opt.apply_gradients(good)
+    snap = _snapshot(opt, vs)
+    cases = [
+        (
+            [(np.ones((4, 3), np.float32), vs[0])],
+            ValueError,
+            r"gradient of shape \(4, 3\) for variable 'a/kernel' of "
+            r"shape \(3, 4\)",
+        ),
+        ([(np.ones((3, 4)), vs[0])], TypeError, "gradient of dtype float64 for variable 'a/kernel' of dtype float32"),
+        ([good[0], (good[0][0], vs[0])], ValueError, "variable 'a/kernel' appears twice"),
+        (
+            [(np.ones(2, np.float32), rf.Variable(np.ones(2, np.float32), name="stranger"))],
+            ValueError,
+            "'stranger' is not one this optimizer was given",
+        ),
+    ]
+    for gv, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            opt.apply_gradients(good[1:] + gv if len(gv) == 1 else gv)
+        assert _same(snap, _snapshot(opt, vs))
+    with pytest.raises(ValueError, match=r"masks: mask of shape \(4,\) for variable 'a/kernel'"):
+        opt.apply_gradients(good, masks={vs[0]: np.ones(4, bool)})
+    with pytest.raises(TypeError, match="masks: mask for variable 'a/kernel' has dtype float32, not bool"):
+        opt.apply_gradients(good, masks={vs[0]: np.ones((3, 4), np.float32)})
+    with pytest.raises(ValueError, match="masks: variable 'x' is not among the gradients"):
+        opt.apply_gradients(good, masks={rf.Variable(np.ones(1), name="x"): np.ones(1, bool)})
+    assert _same(snap, _snapshot(opt, vs))
+
+
+def test_slots_read_write_aliases_and_errors() -> None:
+    vs = _vars()
+    opt = Adam(vs, learning_rate=0.1, amsgrad=True)
+    assert opt.slot_names() == ["m", "v", "v_max"]
+    opt.apply_gradients([(np.ones(v.shape, np.float32), v) for v in vs])
+    m = opt.get_slot(vs[0], "m").numpy()
+    np.testing.assert_array_equal(m, opt.get_slot(vs[0], "exp_avg").numpy())
+    np.testing.assert_array_equal(m, opt.get_slot(vs[0], "mu").numpy())
+    np.testing.assert_allclose(m, 0.1)  # lerp(0, 1, 0.1)
+    opt.set_slot(vs[0], "exp_avg_sq", np.full((3, 4), 4.0, np.float32))
+    np.testing.assert_array_equal(opt.get_slot(vs[0], "v").numpy(), 4.0)
+    with pytest.raises(KeyError, match=r"unknown slot 'momentum' for Adam\(convention='torch'\); slots: m, v, v_max"):
+        opt.get_slot(vs[0], "momentum")
+    with pytest.raises(ValueError, match=r"set_slot: value of shape \(4,\) for slot 'm' of 'a/kernel'"):
+        opt.set_slot(vs[0], "m", np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="set_slot: value of dtype float64 for slot 'm'"):
+        opt.set_slot(vs[0], "m", np.zeros((3, 4)))
+    np.testing.assert_array_equal(opt.get_slot(vs[0], "v").numpy(), 4.0)  # unchanged by the refusals
+    sgd = SGD(vs, learning_rate=0.1, momentum=0.9)
+    with pytest.raises(KeyError, match="does not exist yet"):
+        sgd.get_slot(vs[0], "momentum_buffer")
+    keras_sgd = SGD(vs, learning_rate=0.1, momentum=0.9, convention="keras")
+    np.testing.assert_array_equal(keras_sgd.get_slot(vs[0], "momentum").numpy(), 0.0)
+
+
+def test_written_slots_drive_the_next_update() -> None:
+    # Adam (torch) from a hand-set state: p1 = p0 - lr/bc1 * m1 / (sqrt(v1)/sqrt(bc2) + eps), t = 1
+    v = rf.Variable(np.array([1.0, -2.0]), name="w")
+    opt = Adam([v], learning_rate=0.1, beta1=0.5, beta2=0.75)
+    opt.set_slot(v, "m", np.array([2.0, 2.0]))
+    opt.set_slot(v, "v", np.array([4.0, 4.0]))
+    opt.apply_gradients([(np.array([0.0, 0.0]), v)])
+    m1, v1 = 0.5 * 2.0, 0.75 * 4.0
+    want = np.array([1.0, -2.0]) - 0.1 / 0.5 * m1 / (np.sqrt(v1) / np.sqrt(0.25) + 1e-8)
+    np.testing.assert_allclose(v.numpy(), want, rtol=1e-15)
+
+
+def test_state_dict_round_trip_and_refusals(tmp_path) -> None:
+    x = rf.constant(np.linspace(-1, 1, 15).reshape(5, 3).astype(np.float32))
+    va, vb = _vars(seed=4), _vars(seed=4)
+    a = Adam(va, learning_rate=0.01, amsgrad=True)
+    for _ in range(3):
+        a.minimize(_loss(va, x))
+    b = Adam(vb, learning_rate=0.01, amsgrad=True)
+    for v_a, v_b in zip(va, vb):
+        v_b.assign(v_a.numpy())
+    b.load(a.save(tmp_path / "opt.npz"))
+    for _ in range(3):
+        a.minimize(_loss(va, x))
+        b.minimize(_loss(vb, x))
+    for v_a, v_b in zip(va, vb):
+        assert v_a.numpy().tobytes() == v_b.numpy().tobytes()
+    snap = _snapshot(b, vb)
+    sd = a.state_dict()
+    sd["variables"]["a/kernel"]["slots"]["m"] = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"slot 'm' is float32\(4, 3\), the variable float32\(3, 4\)"):
+        b.load_state_dict(sd)
+    sd = a.state_dict()
+    sd["variables"]["renamed"] = sd["variables"].pop("b/kernel")
+    with pytest.raises(ValueError, match=r"unknown variables \['renamed'\], missing \['b/kernel'\]"):
+        b.load_state_dict(sd)
+    with pytest.raises(ValueError, match="state is for 'adam'/'torch', this optimizer is 'adam'/'keras'"):
+        Adam(vb, convention="keras").load_state_dict(a.state_dict())
+    assert _same(snap, _snapshot(b, vb))
+
+
+def test_lr_multiplier_scales_the_step_not_the_gradient() -> None:
+    """Question 4: a 0.1 multiplier makes Adam's step 10x smaller; a 10x smaller gradient
+    leaves Adam's step (m / sqrt(v)) practically unchanged."""
+    g = np.array([0.3, -1.2])
+
+    def first_step(mult, grad_scale):
+        v = rf.Variable(np.zeros(2), name="layer/kernel")
+        opt = Adam([v], learning_rate=0.1, lr_multipliers={"^layer/": mult})
+        opt.apply_gradients([(g * grad_scale, v)])
+        return -v.numpy()
+
+    base = first_step(1.0, 1.0)
+    np.testing.assert_allclose(first_step(0.1, 1.0), 0.1 * base, rtol=1e-12)
+    np.testing.assert_allclose(first_step(1.0, 0.1), base, rtol=1e-6)  # only eps notices
+    opt = Adam(_vars(), lr_multipliers={"kernel": 0.5, "^a/": 2.0})
+    assert [opt._state(v).hyper.lr_multiplier for v in opt.variables()] == [0.5, 2.0, 0.5]  # first match wins
+
+
+def test_exclusions_turn_decay_off_by_name() -> None:
+    va, vb = _vars(), _vars()
+    a = AdamW(va, learning_rate=0.1, weight_decay=0.5, exclude_from_weight_decay=["bias$"])
+    b = AdamW(
+        [{"params": [vb[0], vb[2]]}, {"params": [vb[1]], "weight_decay": 0.0}], learning_rate=0.1, weight_decay=0.5
+    )
+    grads = [np.full(v.shape, 0.5, np.float32) for v in va]
+    for _ in range(3):
+        a.apply_gradients(list(zip(grads, va)))
+        b.apply_gradients(list(zip(grads, vb)))
+    for x, y in zip(va, vb):
+        assert x.numpy().tobytes() == y.numpy().tobytes()
+    assert "(excluded)" in a.describe(None)
+
+
+def test_schedule_is_called_with_iterations_before_the_update() -> None:
+    seen = []
+
+    def schedule(step):
+        seen.append(step)
+        return 0.1
+
+    v = rf.Variable(np.ones(2), name="w")
+    opt = SGD([v], learning_rate=schedule)
+    for _ in range(3):
+        opt.apply_gradients([(np.ones(2), v)])
+    assert seen == [0, 1, 2] and opt.iterations == 3
+
+
+def test_one_trajectory_on_numpy_is_reproducible() -> None:
+    from refopt.oracle.run import run_refopt
+    from tests.optim.streams import make_run
+
+    run = make_run("adamw", "keras", "float32", {"amsgrad": True}, steps=10, seed=1)
+    assert_trajectory_equal(run_refopt(run), run_refopt(run))

@@ -1,0 +1,113 @@
+"""PyTorch optimizer state interchange: train 5 steps in torch, import, continue 5 in
+refopt -- equal to 10 steps in torch, bit for bit; and the reverse direction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refopt as rf
+from refopt.optim import SGD, Adam, AdamW
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.frameworks
+
+CONFIGS = [
+    (Adam, torch.optim.Adam, {}, {"fused": True}),
+    (
+        Adam,
+        torch.optim.Adam,
+        {"amsgrad": True, "weight_decay": 0.01},
+        {"fused": True, "amsgrad": True, "weight_decay": 0.01},
+    ),
+    (AdamW, torch.optim.AdamW, {"weight_decay": 0.1}, {"fused": True, "weight_decay": 0.1}),
+    (SGD, torch.optim.SGD, {"momentum": 0.9, "nesterov": True}, {"momentum": 0.9, "nesterov": True}),
+    (SGD, torch.optim.SGD, {"momentum": 0.8, "dampening": 0.3}, {"momentum": 0.8, "dampening": 0.3}),
+]
+SHAPES = [(6, 5), (7,), (3, 3)]
+
+
+def _grads(rng, dtype, k):
+    gs = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    if k == 2:
+        gs[1] = None  # torch skips it: its step count lags the others
+    return gs
+
+
+@pytest.mark.parametrize("mine,theirs,kw,tkw", CONFIGS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_five_in_torch_then_five_in_refopt_equals_ten_in_torch(mine, theirs, kw, tkw, dtype) -> None:
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    grads = [_grads(rng, dtype, k) for k in range(10)]
+    lrs = [0.01 * 0.9**k for k in range(10)]
+
+    ref = [torch.tensor(x.copy(), requires_grad=True) for x in init]
+    topt = theirs(ref, lr=lrs[0], **tkw)
+
+    def torch_step(params, opt, k):
+        for grp in opt.param_groups:
+            grp["lr"] = lrs[k]
+        for p, g in zip(params, grads[k]):
+            p.grad = None if g is None else torch.tensor(g)
+        opt.step()
+
+    for k in range(10):
+        torch_step(ref, topt, k)
+    ten = [p.detach().numpy() for p in ref]
+
+    half = [torch.tensor(x.copy(), requires_grad=True) for x in init]
+    hopt = theirs(half, lr=lrs[0], **tkw)
+    for k in range(5):
+        torch_step(half, hopt, k)
+    variables = [rf.Variable(p.detach().numpy().copy(), name=f"p{i}") for i, p in enumerate(half)]
+    opt = mine(variables, learning_rate=lambda step: lrs[step], **kw)
+    opt.load_torch_state_dict(hopt.state_dict(), iterations=5 if mine is SGD else None)
+    assert opt.iterations == 5
+    if mine is not SGD:
+        assert opt.step_count(variables[1]) == 4  # it had no gradient at step 2
+    for k in range(5, 10):
+        opt.apply_gradients([(g, v) for g, v in zip(grads[k], variables)])
+    for v, t in zip(variables, ten):
+        assert v.numpy().tobytes() == t.tobytes()
+
+
+@pytest.mark.parametrize("mine,theirs,kw,tkw", CONFIGS[:3] + CONFIGS[3:4])
+def test_five_in_refopt_then_five_in_torch(mine, theirs, kw, tkw) -> None:
+    rng = np.random.default_rng(1)
+    init = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    grads = [_grads(rng, np.float32, k) for k in range(10)]
+    ref = [torch.tensor(x.copy(), requires_grad=True) for x in init]
+    topt = theirs(ref, lr=0.01, **tkw)
+    for k in range(10):
+        for p, g in zip(ref, grads[k]):
+            p.grad = None if g is None else torch.tensor(g)
+        topt.step()
+    variables = [rf.Variable(x.copy(), name=f"p{i}") for i, x in enumerate(init)]
+    opt = mine(variables, learning_rate=0.01, **kw)
+    for k in range(5):
+        opt.apply_gradients([(g, v) for g, v in zip(grads[k], variables)])
+    params = [torch.tensor(v.numpy(), requires_grad=True) for v in variables]
+    cont = theirs(params, lr=0.01, **tkw)
+    cont.load_state_dict(opt.torch_state_dict(like=cont.state_dict(), to_torch=True))
+    for k in range(5, 10):
+        for p, g in zip(params, grads[k]):
+            p.grad = None if g is None else torch.tensor(g)
+        cont.step()
+    for p, t in zip(params, ref):
+        assert p.detach().numpy().tobytes() == t.detach().numpy().tobytes()
+
+
+def test_hyperparameter_mismatch_is_refused_and_nothing_changes() -> None:
+    p = torch.tensor(np.ones(3, np.float32), requires_grad=True)
+    topt = torch.optim.Adam([p], lr=0.1, betas=(0.8, 0.999))
+    p.grad = torch.ones(3)
+    topt.step()
+    v = rf.Variable(np.ones(3, np.float32), name="w")
+    opt = Adam([v], learning_rate=0.1)
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=r"'w': betas torch=\(0.8, 0.999\) refopt=\(0.9, 0.999\)"):
+        opt.load_torch_state_dict(topt.state_dict())
+    assert opt.state_dict()["variables"]["w"]["step"] == before["variables"]["w"]["step"] == 0
+    with pytest.raises(ValueError, match="fits convention='torch', not 'keras'"):
+        Adam([v], convention="keras").load_torch_state_dict(topt.state_dict())
