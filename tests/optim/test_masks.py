@@ -68,3 +68,18 @@ def test_zero_gradients_do_not_freeze_adam_but_masks_do() -> None:
     assert w.numpy()[0] == frozen[0] and w.numpy()[1] != frozen[1]
     m = opt.get_slot(w, "m").numpy()
     assert m[0] != m[1]  # the frozen element's moment did not decay either
+
+
+@pytest.mark.parametrize("t", [1, 2, 10, 100, 1000])
+def test_thawed_element_first_step_follows_the_documented_formula(t) -> None:
+    """docs/optim.md: an element frozen from the start, thawed at step t, moves by
+    lr * r(t) with r(t) = ((1-b1)/(1-b1^t)) / sqrt((1-b2)/(1-b2^t))."""
+    b1, b2, lr = 0.9, 0.999, 0.1
+    w = rf.Variable(np.zeros(2), name="w")
+    opt = rf.optim.Adam([w], learning_rate=lr, epsilon=0.0)
+    for _ in range(t - 1):
+        opt.apply_gradients([(np.array([1.0, 0.5]), w)], masks={w: np.array([True, False])})
+    assert w.numpy()[1] == 0.0
+    opt.apply_gradients([(np.array([1.0, 0.5]), w)])
+    r = ((1 - b1) / (1 - b1**t)) / np.sqrt((1 - b2) / (1 - b2**t))
+    assert -w.numpy()[1] == pytest.approx(lr * r, rel=1e-12)
