@@ -152,8 +152,11 @@ def test_each_loss_updates_only_its_own_variables() -> None:
     np.testing.assert_allclose(before[0] - vs[0].numpy(), 0.1 * before[2][0, 0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("convention", CONVENTIONS)
-@pytest.mark.parametrize("cls,kw", [(Adam, {}), (SGD, {"momentum": 0.9})])
+@pytest.mark.parametrize(
+    "convention,cls,kw",
+    [(c, cls, kw) for c in CONVENTIONS for cls, kw in ((Adam, {}), (SGD, {"momentum": 0.9}))]
+    + [(c, AdamW, {"weight_decay": 0.1}) for c in ("torch", "keras", "optax", "bert")],
+)
 def test_two_optimizers_over_a_partition_equal_one_with_groups(convention, cls, kw) -> None:
     x = rf.constant(np.linspace(-1, 1, 15).reshape(5, 3).astype(np.float32))
     va, vb = _vars(seed=3), _vars(seed=3)
@@ -340,3 +343,13 @@ def test_one_trajectory_on_numpy_is_reproducible() -> None:
 
     run = make_run("adamw", "keras", "float32", {"amsgrad": True}, steps=10, seed=1)
     assert_trajectory_equal(run_refopt(run), run_refopt(run))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("convention", ["torch", "keras", "tf1", "optax"])
+def test_cupy_updates_equal_numpy_bit_for_bit(convention) -> None:
+    from refopt.oracle.run import run_refopt
+    from tests.optim.streams import make_run
+
+    run = make_run("adam", convention, "float32", {}, steps=10, seed=6)
+    assert_trajectory_equal(run_refopt(run, "cupy"), run_refopt(run, "numpy"))
