@@ -1,5 +1,5 @@
-"""A fully materialised optimizer run -- what refopt and every framework adapter consume --
-and :class:`Trajectory`, what they all return.
+"""A fully materialised optimizer run -- what refopt and every framework adapter consume;
+they all return a :class:`~refopt.oracle.trajectory.Trajectory`.
 
 A :class:`Run` holds concrete arrays: initial values, per-step gradients (``None``: no
 gradient that step), per-step learning rates, optional per-step masks.  Scenarios
@@ -9,12 +9,13 @@ gradient that step), per-step learning rates, optional per-step masks.  Scenario
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Run", "Trajectory", "run_refopt", "HYPER_NAMES"]
+from refopt.oracle.trajectory import Recorder, Trajectory
+
+__all__ = ["Run", "run_refopt", "make_optimizer", "HYPER_NAMES"]
 
 HYPER_NAMES = (
     "beta1",
@@ -61,71 +62,61 @@ class Run:
     def steps(self) -> int:
         return len(self.grads)
 
+    def save(self, path: Any) -> Any:
+        """Write the run (arrays and settings) as a refopt array file of kind refopt.run."""
+        from refopt.io import write_arrays
+
+        arrays = {f"init/{n}": v for n, v in self.variables.items()}
+        for k, g in enumerate(self.grads):
+            for n, a in g.items():
+                if a is not None:
+                    arrays[f"grad/{k}/{n}"] = a
+        for k, m in enumerate(self.masks or []):
+            for n, a in m.items():
+                arrays[f"mask/{k}/{n}"] = a
+        arrays["lrs"] = np.asarray(self.lrs, dtype=np.float64)
+        extra = {
+            "rule": self.rule,
+            "convention": self.convention,
+            "dtype": self.dtype,
+            "names": list(self.variables),
+            "hyper": self.hyper,
+            "lr_multipliers": self.lr_multipliers,
+            "exclude_from_weight_decay": self.exclude_from_weight_decay,
+            "clip": self.clip,
+            "steps": self.steps,
+            "masked": self.masks is not None,
+        }
+        return write_arrays(path, arrays, "refopt.run", 1, extra=extra)
+
+    @staticmethod
+    def load(path: Any) -> Run:
+        from refopt.io import read_arrays
+
+        arrays, meta = read_arrays(path, "refopt.run", (1,))
+        names, steps = meta["names"], meta["steps"]
+        grads = [{n: arrays.get(f"grad/{k}/{n}") for n in names} for k in range(steps)]
+        masks = None
+        if meta["masked"]:
+            masks = [{n: arrays[f"mask/{k}/{n}"] for n in names if f"mask/{k}/{n}" in arrays} for k in range(steps)]
+        return Run(
+            meta["rule"],
+            meta["convention"],
+            meta["dtype"],
+            {n: arrays[f"init/{n}"] for n in names},
+            grads,
+            [float(x) for x in arrays["lrs"]],
+            meta["hyper"],
+            meta["lr_multipliers"],
+            meta["exclude_from_weight_decay"],
+            meta["clip"],
+            masks,
+        )
+
     def multiplier(self, name: str) -> float:
         import re
 
         return next((f for pat, f in self.lr_multipliers.items() if re.search(pat, name)), 1.0)
-
-
-@dataclasses.dataclass
-class Trajectory:
-    """Per-step record of a run.  Arrays are stacked over steps:
-    ``params[name]`` has shape ``(steps + 1, *shape)`` (the initial value first),
-    ``slots[name][slot]`` and ``grads[name]`` ``(steps, *shape)`` (slots after each step;
-    a missing gradient is stored as zeros with ``grad_present[name][step]`` False),
-    ``lrs`` ``(steps,)``.  ``meta`` says who produced it."""
-
-    params: dict[str, np.ndarray]
-    slots: dict[str, dict[str, np.ndarray]]
-    grads: dict[str, np.ndarray]
-    grad_present: dict[str, np.ndarray]
-    lrs: np.ndarray
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def steps(self) -> int:
-        return int(self.lrs.shape[0])
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.params)
-
-
-class Recorder:
-    """Collects a trajectory step by step (used by refopt and every adapter)."""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.params = {n: [np.array(v)] for n, v in run.variables.items()}
-        self.slots: dict[str, dict[str, list]] = {n: {} for n in run.variables}
-
-    def step(self, values: Mapping[str, np.ndarray], slots: Mapping[str, Mapping[str, np.ndarray]]) -> None:
-        k = len(self.params[next(iter(self.params))]) - 1
-        for n in self.params:
-            self.params[n].append(np.array(values[n]))
-            for s, a in slots.get(n, {}).items():
-                lst = self.slots[n].setdefault(s, [])
-                while len(lst) < k:  # a slot that appears late (torch's momentum buffer)
-                    lst.append(np.zeros_like(self.run.variables[n]))
-                lst.append(np.array(a))
-
-    def finish(self, meta: dict[str, Any]) -> Trajectory:
-        run = self.run
-        grads = {
-            n: np.stack([np.zeros_like(v) if s[n] is None else s[n] for s in run.grads])
-            if run.steps
-            else np.zeros((0,) + v.shape, v.dtype)
-            for n, v in run.variables.items()
-        }
-        present = {n: np.array([s[n] is not None for s in run.grads], dtype=bool) for n in run.variables}
-        return Trajectory(
-            params={n: np.stack(v) for n, v in self.params.items()},
-            slots={n: {s: np.stack(v) for s, v in d.items()} for n, d in self.slots.items()},
-            grads=grads,
-            grad_present=present,
-            lrs=np.asarray(run.lrs, dtype=np.float64),
-            meta={"rule": run.rule, "convention": run.convention, "dtype": run.dtype, **meta},
-        )
 
 
 def make_optimizer(run: Run, variables: list[Any]) -> Any:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from refopt.oracle.run import Recorder, Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Recorder, Trajectory
 
 
 def run_graph(run: Run, build: Callable, slots_of: Callable, framework_meta: dict) -> Trajectory:
@@ -65,4 +66,4 @@ def run_graph(run: Run, build: Callable, slots_of: Callable, framework_meta: dic
         values = sess.run(variables)
         rec.step(values, {n: slots_of(sess, optimizers[run.multiplier(n)], n, variables[n]) for n in run.variables})
     sess.close()
-    return rec.finish({**framework_meta, "tensorflow": tf.__version__})
+    return rec.finish({**framework_meta, "version": tf.__version__, "tensorflow": tf.__version__})

@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 
 from refopt.oracle.adapters._tf1_common import run_graph
-from refopt.oracle.run import Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Trajectory
 
 BERT_EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
 

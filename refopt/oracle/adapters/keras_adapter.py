@@ -1,4 +1,6 @@
-"""Keras 3 adapter (TensorFlow backend, eager ``apply_gradients``).
+"""Keras 3 adapter: eager ``apply_gradients`` on the TensorFlow backend (what the keras
+convention reproduces) or the JAX backend.  Keras fixes its backend when first imported,
+so a backend other than this process's runs in a subprocess.
 
 Keras has no per-variable learning rate: a run with multipliers uses one optimizer per
 multiplier, each applied every step.  Exclusions from weight decay are passed by
@@ -10,20 +12,32 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from refopt.oracle.run import Recorder, Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Recorder, Trajectory
 
 
-def run_keras(run: Run) -> Trajectory:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+def run_keras(run: Run, backend: str = "tensorflow") -> Trajectory:
+    if backend not in ("tensorflow", "jax"):
+        raise ValueError(f"keras backend must be 'tensorflow' or 'jax', got {backend!r}")
+    loaded = sys.modules.get("keras")
+    current = loaded.backend.backend() if loaded is not None else os.environ.get("KERAS_BACKEND", "tensorflow")
+    if current != backend:
+        return _in_subprocess(run, backend)
+    os.environ.setdefault("KERAS_BACKEND", backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-    import tensorflow as tf
+    if backend == "jax":
+        import jax
 
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(f"the keras adapter needs the TensorFlow backend, found {keras.backend.backend()!r}")
+        jax.config.update("jax_enable_x64", run.dtype == "float64")
+    import keras
+
     if run.masks:
         raise ValueError("Keras has no element masks")
     h = dict(run.hyper)
@@ -69,7 +83,9 @@ def run_keras(run: Run) -> Trajectory:
             if all(grads[n] is None for n in names):
                 raise ValueError(f"step {k}: every gradient of a Keras optimizer is None (Keras refuses that step)")
             opt.learning_rate = float(run.lrs[k] * mult)
-            opt.apply_gradients([(None if grads[n] is None else tf.constant(grads[n]), variables[n]) for n in names])
+            opt.apply_gradients(
+                [(None if grads[n] is None else keras.ops.convert_to_tensor(grads[n]), variables[n]) for n in names]
+            )
         slots = {}
         for mult, names in by_mult.items():
             opt = opts[mult]
@@ -82,6 +98,27 @@ def run_keras(run: Run) -> Trajectory:
                     if h.get("amsgrad"):
                         slots[n]["v_max"] = opt._velocity_hats[i].numpy()
         rec.step({n: v.numpy() for n, v in variables.items()}, slots)
-    return rec.finish(
-        {"framework": "keras", "version": keras.__version__, "backend": "tensorflow", "tensorflow": tf.__version__}
-    )
+    return rec.finish({"framework": "keras", "version": keras.__version__, "backend": keras.backend.backend()})
+
+
+def _in_subprocess(run: Run, backend: str) -> Trajectory:
+    from refopt.oracle.trajectory import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "run.npz", Path(tmp) / "trajectory.npz"
+        run.save(src)
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "refopt.oracle.adapters.keras_adapter", str(src), str(dst), backend],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"keras ({backend}) subprocess failed:\n{proc.stderr[-3000:]}")
+        return load(dst)
+
+
+if __name__ == "__main__":
+    src, dst, which = sys.argv[1:4]
+    run_keras(Run.load(src), which).save(dst, machine=False)

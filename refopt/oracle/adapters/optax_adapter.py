@@ -16,15 +16,24 @@ import re
 
 import numpy as np
 
-from refopt.oracle.run import Recorder, Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Recorder, Trajectory
 
 
-def _transform(optax, run: Run, names: list[str], mult: float):
+def _transform(optax, run: Run, names: list[str], mult: float, jit: bool = False):
     h = dict(run.hyper)
     lrs = run.lrs
+    if jit:  # inside jit the count is traced: index a device array of the rates
+        import jax.numpy as jnp
 
-    def lr(count):
-        return lrs[int(count)] * mult
+        table = jnp.asarray(np.asarray(lrs) * mult, dtype=run.dtype)
+
+        def lr(count):
+            return table[count]
+    else:
+
+        def lr(count):
+            return lrs[int(count)] * mult
 
     # the mask covers the whole tree: inside multi_transform every label sees all keys
     mask = {n: not any(re.search(p, n) for p in (run.exclude_from_weight_decay or [])) for n in run.variables}
@@ -73,7 +82,9 @@ def _slots(state, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
-def run_optax(run: Run) -> Trajectory:
+def run_optax(run: Run, jit: bool = False) -> Trajectory:
+    """``jit=True`` compiles update + apply_updates with ``jax.jit``; XLA then fuses and
+    contracts differently (not what the optax convention reproduces -- reported as measured)."""
     import jax
 
     jax.config.update("jax_enable_x64", run.dtype == "float64")
@@ -89,7 +100,7 @@ def run_optax(run: Run) -> Trajectory:
     for n in names:
         by_mult.setdefault(run.multiplier(n), []).append(n)
     if len(by_mult) == 1:
-        tx = _transform(optax, run, names, next(iter(by_mult)))
+        tx = _transform(optax, run, names, next(iter(by_mult)), jit)
     else:
         labels = {n: f"m{i}" for i, ns in enumerate(by_mult.values()) for n in ns}
         tx = optax.multi_transform(
@@ -97,12 +108,18 @@ def run_optax(run: Run) -> Trajectory:
         )
     params = {n: jnp.asarray(v) for n, v in run.variables.items()}
     state = tx.init(params)
+
+    def step(g, state, params):
+        updates, new_state = tx.update(g, state, params)
+        return optax.apply_updates(params, updates), new_state
+
+    if jit:
+        step = jax.jit(step)
     rec = Recorder(run)
     for grads in run.grads:
         missing = {n for n in names if grads[n] is None}
         g = {n: jnp.zeros_like(params[n]) if grads[n] is None else jnp.asarray(grads[n]) for n in names}
-        updates, new_state = tx.update(g, state, params)
-        new_params = optax.apply_updates(params, updates)
+        new_params, new_state = step(g, state, params)
         if missing:
             new_params = {n: params[n] if n in missing else new_params[n] for n in names}
 

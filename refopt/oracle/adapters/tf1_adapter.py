@@ -9,7 +9,8 @@ powers still advance).  Learning-rate multipliers get one optimizer each.
 from __future__ import annotations
 
 from refopt.oracle.adapters._tf1_common import run_graph
-from refopt.oracle.run import Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Trajectory
 
 
 def run_tf1(run: Run) -> Trajectory:

@@ -13,7 +13,8 @@ import re
 
 import numpy as np
 
-from refopt.oracle.run import Recorder, Run, Trajectory
+from refopt.oracle.run import Run
+from refopt.oracle.trajectory import Recorder, Trajectory
 
 _SLOTS = {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "v_max", "momentum_buffer": "momentum"}
 
