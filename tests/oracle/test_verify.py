@@ -1,0 +1,113 @@
+"""refopt verify: every promised convention bit-exact with the frameworks; a perturbed
+update fails it; without frameworks the shipped golden files decide; golden files match
+refopt bit for bit and regenerate byte for byte."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refopt import cli
+from refopt.oracle import scenarios as S
+from refopt.oracle.run import run_refopt
+from refopt.oracle.trajectory import load
+from refopt.oracle.verify import COLUMNS, golden_path, verify
+from refopt.testing import assert_trajectory_equal
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.frameworks
+def test_full_matrix_with_every_framework(tmp_path) -> None:
+    """The real console script, every scenario, both dtypes: exit 0, and every column a
+    convention promises bit-exact (tolerance 0 ULP) is exact."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "refopt.cli", "verify", "--dtype", "all", "--quiet", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "conformance.json").read_text())
+    assert report["passed"] and all(report["frameworks_installed"].values())
+    promised = [c for c in report["cells"] if c["tolerance"] == {"max_ulp": 0}]
+    assert len(promised) >= 30  # 37 today: every primary column but the clipped bert one, and more
+    for c in promised:
+        assert c["status"] == "ok" and c["text"].startswith("exact"), c
+    assert not any(c["status"] in ("fail", "error", "skipped") for c in report["cells"])
+    assert "| adam-torch-amsgrad | float32 | exact |" in (tmp_path / "conformance.md").read_text()
+
+
+@pytest.mark.frameworks
+def test_a_perturbed_update_fails_verify(tmp_path, monkeypatch) -> None:
+    from refopt.optim.adam import Adam
+
+    real = Adam._rules["torch"]
+
+    def off_by_one_ulp(p, g, s, h, c):
+        new_p, slots = real(p, g, s, h, c)
+        return np.nextafter(new_p, np.inf).astype(new_p.dtype), slots
+
+    monkeypatch.setitem(Adam._rules, "torch", off_by_one_ulp)
+    code = cli.main(
+        ["verify", "--scenarios", "adam-torch-amsgrad", "--frameworks", "torch", "--quiet", "--out", str(tmp_path)]
+    )
+    assert code == 1
+    cells = json.loads((tmp_path / "conformance.json").read_text())["cells"]
+    assert cells[0]["status"] == "fail" and "ULP" in cells[0]["text"]
+    monkeypatch.undo()
+    assert (
+        cli.main(
+            ["verify", "--scenarios", "adam-torch-amsgrad", "--frameworks", "torch", "--quiet", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+
+
+def test_without_frameworks_the_golden_files_decide(monkeypatch) -> None:
+    import refopt.oracle.adapters as adapters
+
+    monkeypatch.setattr(adapters, "available", lambda fw: False)
+    report = verify([S.get(n) for n in S.names()], ["float32", "float64"])
+    assert not report.failed
+    golden = [c for c in report.cells if c.source == "golden"]
+    assert len(golden) == 30 and all(c.status == "ok" for c in golden)
+    others = [c for c in report.cells if c.source != "golden"]
+    assert others and all(c.status == "skipped" and "not installed" in c.text for c in others)
+
+
+@pytest.mark.parametrize("name", S.names())
+def test_shipped_golden_files_match_refopt_bit_for_bit(name) -> None:
+    for dtype in ("float32", "float64"):
+        sc = S.get(name)
+        if sc.convention == "bert" and dtype == "float64":
+            continue
+        sc = sc.with_dtype(dtype)
+        golden = load(golden_path(name, dtype))
+        assert golden.meta["column"] == COLUMNS[sc.convention][0][0]
+        assert golden.meta["framework"] != "refopt" and golden.meta["generated_by"] == "tools/make_golden.py"
+        assert golden.scenario == sc.to_dict()
+        mine = run_refopt(S.replay_run(sc, golden))
+        if sc.masks is None:
+            assert_trajectory_equal(
+                mine, golden, max_ulp=sc.tolerance.get("max_ulp", 0), slots="max_abs" not in sc.tolerance
+            )
+        # the inputs the file holds are what the scenario generates on this machine too
+        if sc.gradients["kind"] == "synthetic":
+            fresh = S.materialize(sc)
+            for n in golden.names:
+                assert np.array_equal(fresh.variables[n], golden.params[n][0])
+
+
+@pytest.mark.frameworks
+def test_regenerating_golden_files_reproduces_the_same_bytes() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_golden.py"), "--check"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "30 golden files reproduced byte for byte" in proc.stderr
