@@ -30,16 +30,10 @@ def best_of(fn: Callable[[], Any], repeat: int = 7, number: int = 1, warmup: int
 def machine() -> dict[str, Any]:
     import numpy as np
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from refopt.oracle.trajectory import machine_info
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        **machine_info(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

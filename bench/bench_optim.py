@@ -66,9 +66,21 @@ def main() -> None:
         "ratio_refopt_over_torch_fused": t_rf["min_s"] / results["torch_fused"]["min_s"],
     }
     path = write("optim", payload)
-    print(json.dumps({k: payload[k] for k in ("copy_bandwidth_GBps", "memory_bound_s", "ratio_over_bound",
-                                              "ratio_refopt_over_torch_default", "ratio_refopt_over_torch_fused")},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                k: payload[k]
+                for k in (
+                    "copy_bandwidth_GBps",
+                    "memory_bound_s",
+                    "ratio_over_bound",
+                    "ratio_refopt_over_torch_default",
+                    "ratio_refopt_over_torch_fused",
+                )
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {path}")
 
 
