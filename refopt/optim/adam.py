@@ -23,7 +23,7 @@ from typing import Any
 
 from refopt.optim.kernels.fma import fma
 from refopt.optim.kernels.libm import pow32, pow64
-from refopt.optim.optimizer import Hyper, Optimizer, StepContext
+from refopt.optim.optimizer import UNSET, Hyper, Optimizer, StepContext
 
 __all__ = ["Adam", "AdamW"]
 
@@ -207,6 +207,11 @@ class Adam(_AdamBase):
     the convention's default (1e-7 keras, 1e-8 otherwise).
 
     ``Adam(learning_rate, ...)`` or ``Adam(variables_or_groups, learning_rate=...)``.
+
+    Keyword options shared by every optimizer: ``learning_rate=`` (when the first argument
+    is variables or groups), ``lr_multipliers={regex: factor}``,
+    ``exclude_from_weight_decay=[regex, ...]``, ``global_clipnorm=``, ``clipnorm=``,
+    ``clipvalue=`` (see :class:`~refopt.optim.optimizer.Optimizer`).
     """
 
     rule = "adam"
@@ -215,7 +220,7 @@ class Adam(_AdamBase):
 
     def __init__(
         self,
-        learning_rate: Any = 1e-3,
+        learning_rate: Any = UNSET,
         /,
         beta1: float = 0.9,
         beta2: float = 0.999,
@@ -255,6 +260,11 @@ class AdamW(_AdamBase):
     ``exclude_from_weight_decay=[regex, ...]`` turns decay off for matching names
     (``re.search``); multipliers from ``lr_multipliers`` scale the decay with the step,
     as a PyTorch parameter group's lr would.
+
+    Keyword options shared by every optimizer: ``learning_rate=`` (when the first argument
+    is variables or groups), ``lr_multipliers={regex: factor}``,
+    ``exclude_from_weight_decay=[regex, ...]``, ``global_clipnorm=``, ``clipnorm=``,
+    ``clipvalue=`` (see :class:`~refopt.optim.optimizer.Optimizer`).
     """
 
     rule = "adamw"
@@ -264,7 +274,7 @@ class AdamW(_AdamBase):
 
     def __init__(
         self,
-        learning_rate: Any = 1e-3,
+        learning_rate: Any = UNSET,
         /,
         beta1: float = 0.9,
         beta2: float = 0.999,
@@ -273,8 +283,8 @@ class AdamW(_AdamBase):
         amsgrad: bool = False,
         exclude_from_weight_decay: list[str] | None = None,
         eps_root: float = 0.0,
-        maximize: bool = False,
         convention: str = "torch",
+        maximize: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(

@@ -121,6 +121,18 @@ class _VarState:
     step: int = 0
 
 
+class _Unset:
+    """The default of the first positional argument: "not given" (the learning rate is then
+    the ``learning_rate`` keyword, or 1e-3)."""
+
+    def __repr__(self) -> str:
+        return "1e-3"
+
+
+UNSET: Any = _Unset()
+DEFAULT_LR = 1e-3
+
+
 def _is_schedule(x: Any) -> bool:
     return callable(x) and not isinstance(x, (int, float))
 
@@ -160,7 +172,9 @@ class Optimizer:
         self.convention = check_convention(convention, self.rule)
         if isinstance(params_or_lr, (list, tuple)):
             params = list(params_or_lr)
-            lr = 1e-3 if learning_rate is None else learning_rate
+            lr = DEFAULT_LR if learning_rate is None else learning_rate
+        elif params_or_lr is UNSET:
+            params, lr = None, DEFAULT_LR if learning_rate is None else learning_rate
         else:
             if learning_rate is not None:
                 raise TypeError(

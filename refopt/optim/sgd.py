@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from refopt.optim.kernels.fma import fma
-from refopt.optim.optimizer import Hyper, Optimizer, StepContext
+from refopt.optim.optimizer import UNSET, Hyper, Optimizer, StepContext
 
 __all__ = ["SGD"]
 
@@ -87,6 +87,11 @@ class SGD(Optimizer):
     ``weight_decay`` is each framework's own form: L2 added to the gradient (torch,
     optax's ``add_decayed_weights``) or Keras' decoupled ``p -= p * wd * lr`` (keras).
     ``dampening`` and ``maximize`` exist in PyTorch only; TF1 has no weight decay.
+
+    Keyword options shared by every optimizer: ``learning_rate=`` (when the first argument
+    is variables or groups), ``lr_multipliers={regex: factor}``,
+    ``exclude_from_weight_decay=[regex, ...]``, ``global_clipnorm=``, ``clipnorm=``,
+    ``clipvalue=`` (see :class:`~refopt.optim.optimizer.Optimizer`).
     """
 
     rule = "sgd"
@@ -100,7 +105,7 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        learning_rate: Any = 1e-3,
+        learning_rate: Any = UNSET,
         /,
         momentum: float = 0.0,
         dampening: float = 0.0,

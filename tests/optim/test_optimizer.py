@@ -51,6 +51,15 @@ def _same(snap_a, snap_b) -> bool:
 def test_construction_forms_and_defaults() -> None:
     vs = _vars()
     assert Adam(0.1).describe(None)
+    for opt, lr in (
+        (Adam(learning_rate=0.1), 0.1),
+        (SGD(learning_rate=0.5, momentum=0.9), 0.5),
+        (Adam(0.2), 0.2),
+        (AdamW(), 1e-3),
+        (Adam(vs), 1e-3),
+        (AdamW(learning_rate=0.3, convention="bert"), 0.3),
+    ):
+        assert opt._defaults["learning_rate"] == lr
     opt = Adam(vs, learning_rate=0.05)
     assert opt.variables() == vs
     grouped = Adam(
