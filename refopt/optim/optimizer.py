@@ -287,6 +287,12 @@ class Optimizer:
             new_names.add(var.name)
 
     def _register(self, var: Variable, group: int) -> _VarState:
+        st = self._new_state(var, group)
+        self._states[id(var)] = st
+        return st
+
+    def _new_state(self, var: Variable, group: int) -> _VarState:
+        """A fresh state for ``var`` (checked), not yet held by the optimizer."""
         self._check_registrable(var)
         hyper = self._resolve(var, group)
         st = _VarState(var, group, hyper, {})
@@ -294,7 +300,6 @@ class Optimizer:
         for name in self._slot_list(hyper):
             if self._slot_init.get(name) == "zeros":
                 st.slots[name] = xp.zeros(var.data.shape, dtype=var.data.dtype)
-        self._states[id(var)] = st
         return st
 
     def _reset_powers(self) -> None:
@@ -439,11 +444,10 @@ class Optimizer:
         if self.convention == "keras" and checked and all(g is None for _, g in checked):
             raise ValueError("apply_gradients: every gradient is None (Keras refuses this step; nothing changed)")
 
-        # everything checked: unbound optimizers meet their new variables here
-        for var, _ in checked:
-            if id(var) not in self._states:
-                self._register(var, 0)
-        resolved = [(self._states[id(var)], g) for var, g in checked]
+        # everything checked: unbound optimizers meet their new variables here (held from
+        # the commit on)
+        fresh = {id(var): self._new_state(var, 0) for var, _ in checked if id(var) not in self._states}
+        resolved = [(self._states.get(id(var)) or fresh[id(var)], g) for var, g in checked]
 
         live = [(st, g) for st, g in resolved if g is not None]
         if live:
@@ -476,9 +480,16 @@ class Optimizer:
                 for name, value in new_slots.items():
                     old = st.slots.get(name)
                     new_slots[name] = xp.where(mask, value, old if old is not None else xp.zeros_like(value))
+            for what, value in (("value", new_p), *new_slots.items()):
+                if tuple(value.shape) != st.var.shape or value.dtype != st.var.dtype:  # a rule bug, caught pre-commit
+                    raise AssertionError(
+                        f"{self.convention} {self.rule} rule returned {what} as {value.dtype}{tuple(value.shape)} "
+                        f"for {st.var.name!r} ({st.var.dtype}{st.var.shape})"
+                    )
             updates.append((st, new_p, new_slots))
 
         # commit: nothing above changed any state
+        self._states.update(fresh)
         for st, new_p, new_slots in updates:
             st.var.assign(new_p)
             st.slots.update(new_slots)

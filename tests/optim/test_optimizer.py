@@ -362,3 +362,13 @@ def test_cupy_updates_equal_numpy_bit_for_bit(convention) -> None:
 
     run = make_run("adam", convention, "float32", {}, steps=10, seed=6)
     assert_trajectory_equal(run_refopt(run, "cupy"), run_refopt(run, "numpy"))
+
+
+def test_a_refused_first_update_leaves_an_unbound_optimizer_empty() -> None:
+    opt = Adam(0.1)
+    w = rf.Variable(np.ones(3, np.float32), name="w")
+    with pytest.raises(ValueError, match="masks: mask of shape"):
+        opt.apply_gradients([(np.ones(3, np.float32), w)], masks={w: np.ones(2, bool)})
+    assert opt.variables() == [] and opt.iterations == 0
+    opt.apply_gradients([(np.ones(3, np.float32), w)])
+    assert opt.variables() == [w] and opt.step_count(w) == 1
