@@ -151,6 +151,19 @@ class _StepList:
         return f"per-step list of {len(self.lrs)} rates"
 
 
+def collect_slots(opt: Any, variables: list[Any]) -> dict[str, dict[str, np.ndarray]]:
+    """Every existing slot of every variable, by name (torch's SGD buffer may not exist yet)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for v in variables:
+        out[v.name] = {}
+        for s in opt.slot_names():
+            try:
+                out[v.name][s] = opt.get_slot(v, s).numpy()
+            except KeyError:
+                pass
+    return out
+
+
 def run_refopt(run: Run, backend_name: str = "numpy") -> Trajectory:
     """Run ``run`` with refopt's optimizer on ``backend_name``."""
     import refopt as rf
@@ -170,14 +183,7 @@ def run_refopt(run: Run, backend_name: str = "numpy") -> Trajectory:
         if run.masks is not None and run.masks[k]:
             masks = {by_name[n]: backend.move(m, backend_name) for n, m in run.masks[k].items()}
         opt.apply_gradients(pairs, masks=masks)
-        slots = {}
-        for n, v in by_name.items():
-            slots[n] = {}
-            for s in opt.slot_names():
-                try:
-                    slots[n][s] = opt.get_slot(v, s).numpy()
-                except KeyError:
-                    pass
+        slots = collect_slots(opt, list(by_name.values()))
         rec.step({n: v.numpy() for n, v in by_name.items()}, slots)
     import refopt
 

@@ -205,81 +205,70 @@ def materialize(sc: Scenario) -> Run:
     return _run_from(sc, variables, grads)
 
 
+def build_model(sc: Scenario) -> tuple[Any, Any, Any]:
+    """The MLP and data of a model scenario: ``(model, x, y)``, weights drawn from
+    ``init_seed`` and data from ``data_seed`` (explicit generators, no global state)."""
+    import refopt as rf
+
+    g = sc.gradients
+    sizes = g.get("sizes", [6, 8, 3])
+    acts = {"tanh": rf.nn.Tanh, "relu": rf.nn.ReLU, "gelu": rf.nn.GELU}
+    if g.get("activation", "tanh") not in acts:
+        raise ScenarioError(f"scenario {sc.name!r}: unknown activation {g.get('activation')!r}; known: {list(acts)}")
+    batch = g.get("batch", 16)
+    with rf.use_backend(sc.backend):
+        wrng = np.random.default_rng(sc.init_seed)
+        layers: list[Any] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(rf.nn.Dense(a, b, dtype=sc.dtype, seed=wrng))
+            if i < len(sizes) - 2:
+                layers.append(acts[g.get("activation", "tanh")]())
+        model = rf.nn.Sequential(layers)
+        drng = np.random.default_rng(g.get("data_seed", 1))
+        x = rf.constant(drng.standard_normal((batch, sizes[0])).astype(sc.dtype))
+        loss_kind = g.get("loss", "sparse_softmax_cross_entropy")
+        if loss_kind == "sparse_softmax_cross_entropy":
+            y = rf.constant(drng.integers(0, sizes[-1], batch))
+        elif loss_kind == "mean_squared_error":
+            y = rf.constant(drng.standard_normal((batch, sizes[-1])).astype(sc.dtype))
+        else:
+            raise ScenarioError(f"scenario {sc.name!r}: unknown loss {loss_kind!r}")
+    return model, x, y
+
+
 def _model_run(sc: Scenario) -> Trajectory:
     """Train the scenario's MLP with refopt, recording gradients, slots and values."""
     import refopt as rf
     from refopt.nn import losses
+    from refopt.oracle.run import collect_slots
 
-    g = sc.gradients
-    sizes = g.get("sizes", [6, 8, 3])
-    with rf.use_backend(sc.backend):
-        rf.nn.init.set_seed(sc.init_seed)
-        layers: list[Any] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(rf.nn.Dense(a, b, dtype=sc.dtype))
-            if i < len(sizes) - 2:
-                layers.append(
-                    {"tanh": rf.nn.Tanh, "relu": rf.nn.ReLU, "gelu": rf.nn.GELU}[g.get("activation", "tanh")]()
-                )
-        model = rf.nn.Sequential(layers)
-        drng = np.random.default_rng(g.get("data_seed", 1))
-        x = rf.constant(drng.standard_normal((g.get("batch", 16), sizes[0])).astype(sc.dtype))
-        loss_kind = g.get("loss", "sparse_softmax_cross_entropy")
-        if loss_kind == "sparse_softmax_cross_entropy":
-            y = rf.constant(drng.integers(0, sizes[-1], g.get("batch", 16)))
-        elif loss_kind == "mean_squared_error":
-            y = rf.constant(drng.standard_normal((g.get("batch", 16), sizes[-1])).astype(sc.dtype))
-        else:
-            raise ScenarioError(f"scenario {sc.name!r}: unknown loss {loss_kind!r}")
+    model, x, y = build_model(sc)
+    loss_fn = getattr(losses, sc.gradients.get("loss", "sparse_softmax_cross_entropy"))
     variables = model.variables()
-    init = {v.name: v.numpy() for v in variables}
-    run = _run_from(sc, init, [{} for _ in range(sc.steps)])
+    run = _run_from(sc, {v.name: v.numpy() for v in variables}, [{} for _ in range(sc.steps)])
     opt = make_optimizer(run, variables)
-    routing = g.get("routing")
+    routing = sc.gradients.get("routing")
+    if routing:
+        aux_ids = {id(v) for v in variables if any(re.search(p, v.name) for p in routing["aux"])}
+        aux_vars = [v for v in variables if id(v) in aux_ids]  # identity: == on tensors is elementwise
+        main_vars = [v for v in variables if id(v) not in aux_ids]
     rec = Recorder(run)
     grads: list[dict[str, Any]] = []
     for k in range(sc.steps):
+        masks = None if run.masks is None else {v: run.masks[k][v.name] for v in variables}
         hidden = model.layers[0](x)
-        out = _forward_rest(model, hidden)
-        main = getattr(losses, loss_kind)(y, out, reduction="mean")
+        out = hidden
+        for layer in model.layers[1:]:
+            out = layer(out)
+        main = loss_fn(y, out, reduction="mean")
         if routing:
-            aux = rf.mean(hidden * hidden)
-            aux_vars = [v for v in variables if any(re.search(p, v.name) for p in routing["aux"])]
-            aux_ids = {id(v) for v in aux_vars}  # identity: == on tensors is elementwise
-            main_vars = [v for v in variables if id(v) not in aux_ids]
-            gv = opt.minimize({main: main_vars, aux: aux_vars}, masks=_mask_for(run, k, variables))
+            gv = opt.minimize({main: main_vars, rf.mean(hidden * hidden): aux_vars}, masks=masks)
         else:
-            gv = opt.minimize(main, list(variables), masks=_mask_for(run, k, variables))
+            gv = opt.minimize(main, list(variables), masks=masks)
         grads.append({v.name: None if gr is None else rf.to_numpy(gr) for gr, v in gv})
-        rec.step({v.name: v.numpy() for v in variables}, _slots_of(opt, variables))
+        rec.step({v.name: v.numpy() for v in variables}, collect_slots(opt, variables))
     run.grads = grads
-    traj = rec.finish(_refopt_meta(sc.backend))
-    return traj
-
-
-def _forward_rest(model: Any, hidden: Any) -> Any:
-    h = hidden
-    for layer in model.layers[1:]:
-        h = layer(h)
-    return h
-
-
-def _mask_for(run: Run, k: int, variables: list[Any]) -> dict[Any, np.ndarray] | None:
-    if run.masks is None:
-        return None
-    return {v: run.masks[k][v.name] for v in variables}
-
-
-def _slots_of(opt: Any, variables: list[Any]) -> dict[str, dict[str, np.ndarray]]:
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for v in variables:
-        out[v.name] = {}
-        for s in opt.slot_names():
-            try:
-                out[v.name][s] = opt.get_slot(v, s).numpy()
-            except KeyError:
-                pass
-    return out
+    return rec.finish(_refopt_meta(sc.backend))
 
 
 def _refopt_meta(backend_name: str) -> dict[str, Any]:

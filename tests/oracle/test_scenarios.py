@@ -70,12 +70,7 @@ def test_routing_scenario_gives_each_loss_its_own_variables() -> None:
     step 0 against gradients computed here by hand with rf.gradients."""
     sc = S.get("joint-loss-routing")
     traj = S.run_scenario(sc)
-    g = sc.gradients
-    rf.nn.init.set_seed(sc.init_seed)
-    model = rf.nn.Sequential([rf.nn.Dense(6, 8, dtype="float32"), rf.nn.Tanh(), rf.nn.Dense(8, 3, dtype="float32")])
-    drng = np.random.default_rng(g["data_seed"])
-    x = rf.constant(drng.standard_normal((g["batch"], 6)).astype("float32"))
-    y = rf.constant(drng.integers(0, 3, g["batch"]))
+    model, x, y = S.build_model(sc)  # the same weights and data, before any update
     hidden = model.layers[0](x)
     out = model.layers[2](model.layers[1](hidden))
     ce = rf.nn.losses.sparse_softmax_cross_entropy(y, out, reduction="mean")
