@@ -2,7 +2,8 @@
 the fused-path arithmetic with exact FMA emulation) vs torch's default and fused CPU
 paths, and vs the memory-traffic bound -- 7 arrays x 4 bytes per element (read p, g, m,
 v; write p, m, v) over the bandwidth NumPy's copy reaches -- all measured in this run.
-Writes bench/results/optim.json.
+Writes bench/results/optim.json.  The bound uses the bandwidth of a single-threaded
+copy; torch's fused step runs on every core, so it can beat it.
 
     python bench/bench_optim.py [--n 10000000]
 """
