@@ -178,17 +178,14 @@ def asarray(value: Any, dtype: Any = None, backend: str | None = None) -> Any:
     xp = _load(name)
     if hasattr(value, "__array_namespace__") or isinstance(value, np.generic):
         src = backend_name(value)
-        if src != name and not (src == "numpy" and name != "numpy"):
+        if src not in (name, "numpy"):  # host values may be created anywhere; device values never move here
             raise ValueError(
                 f"refopt.asarray: value lives on {src} ({device_of(value)}); "
                 f"move it explicitly with rf.to_device(x, {name!r})"
             )
-        if src == "numpy" and name != "numpy":
-            value = np.asarray(value)
     if name == "numpy":
-        out = np.array(value, dtype=None if dtype is None else resolve_dtype(dtype, np))
-        return out
-    if isinstance(value, np.ndarray) or not hasattr(value, "__array_namespace__"):
+        return np.array(value, dtype=None if dtype is None else resolve_dtype(dtype, np))
+    if isinstance(value, (np.ndarray, np.generic)) or not hasattr(value, "__array_namespace__"):
         host = np.asarray(value, dtype=None if dtype is None else resolve_dtype(dtype, np))
         return _from_host(host, name)
     out = xp.asarray(value, copy=True)

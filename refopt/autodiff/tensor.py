@@ -27,7 +27,7 @@ import numpy as np
 
 from refopt import backend
 
-__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "is_tensor", "make_node"]
+__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "make_node"]
 
 _FLOAT_NAMES = frozenset(("float32", "float64"))
 
@@ -202,10 +202,6 @@ class Variable(Tensor):
         """``self.assign(self - delta)`` evaluated on the arrays (no graph)."""
         d = delta.data if isinstance(delta, Tensor) else delta
         return self.assign(self.data - d)
-
-
-def is_tensor(x: Any) -> bool:
-    return isinstance(x, Tensor)
 
 
 def constant(value: Any, dtype: Any = None) -> Tensor:

@@ -399,7 +399,7 @@ def to_device(x: Any, target: str) -> Tensor:
     if target not in backend.BACKENDS:
         raise ValueError(f"refopt.to_device: unknown target {target!r}; valid: {', '.join(backend.BACKENDS)}")
     if not isinstance(x, Tensor):
-        x = constant(x) if not hasattr(x, "__array_namespace__") else constant(x)
+        x = constant(x)
     if x.backend == target:
         return x
     return _to_device(x, target=target)

@@ -185,6 +185,11 @@ def run_refopt(run: Run, backend_name: str = "numpy") -> Trajectory:
         opt.apply_gradients(pairs, masks=masks)
         slots = collect_slots(opt, list(by_name.values()))
         rec.step({n: v.numpy() for n, v in by_name.items()}, slots)
+    return rec.finish(refopt_meta(backend_name))
+
+
+def refopt_meta(backend_name: str) -> dict[str, Any]:
+    """Who produced a refopt trajectory."""
     import refopt
 
-    return rec.finish({"framework": "refopt", "version": refopt.__version__, "backend": backend_name})
+    return {"framework": "refopt", "version": refopt.__version__, "backend": backend_name}

@@ -240,7 +240,7 @@ def _model_run(sc: Scenario) -> Trajectory:
     """Train the scenario's MLP with refopt, recording gradients, slots and values."""
     import refopt as rf
     from refopt.nn import losses
-    from refopt.oracle.run import collect_slots
+    from refopt.oracle.run import collect_slots, refopt_meta
 
     model, x, y = build_model(sc)
     loss_fn = getattr(losses, sc.gradients.get("loss", "sparse_softmax_cross_entropy"))
@@ -268,13 +268,7 @@ def _model_run(sc: Scenario) -> Trajectory:
         grads.append({v.name: None if gr is None else rf.to_numpy(gr) for gr, v in gv})
         rec.step({v.name: v.numpy() for v in variables}, collect_slots(opt, variables))
     run.grads = grads
-    return rec.finish(_refopt_meta(sc.backend))
-
-
-def _refopt_meta(backend_name: str) -> dict[str, Any]:
-    import refopt
-
-    return {"framework": "refopt", "version": refopt.__version__, "backend": backend_name}
+    return rec.finish(refopt_meta(sc.backend))
 
 
 def replay_run(sc: Scenario, traj: Trajectory) -> Run:
