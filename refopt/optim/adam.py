@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from refopt.optim.kernels.fma import fma
-from refopt.optim.kernels.libm import pow32, pow64
+from refopt.kernels.fma import fma
+from refopt.kernels.libm import pow32, pow64
 from refopt.optim.optimizer import UNSET, Hyper, Optimizer, StepContext
 
 __all__ = ["Adam", "AdamW"]

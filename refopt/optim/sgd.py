@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refopt.optim.kernels.fma import fma
+from refopt.kernels.fma import fma
 from refopt.optim.optimizer import UNSET, Hyper, Optimizer, StepContext
 
 __all__ = ["SGD"]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refopt.optim.kernels.fma import fma
-from refopt.optim.kernels.libm import pow32, pow64
+from refopt.kernels.fma import fma
+from refopt.kernels.libm import pow32, pow64
 
 
 def _exact64(a, b, c):

@@ -26,28 +26,7 @@ from typing import Any
 
 import numpy as np
 
-_SPLIT64 = 134217729.0  # 2**27 + 1 (Veltkamp split of a float64 into two 26-bit halves)
-
-
-def two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """s = RN(a + b) and the exact error e: a + b == s + e (Knuth)."""
-    s = a + b
-    bb = s - a
-    e = (a - (s - bb)) + (b - bb)
-    return s, e
-
-
-def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """p = RN(a * b) and the exact error e: a * b == p + e (Dekker, float64)."""
-    p = a * b
-    t = _SPLIT64 * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLIT64 * b
-    bh = t - (t - b)
-    bl = b - bh
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, e
+from refopt.kernels.eft import two_prod, two_sum
 
 
 def _xp(a: Any) -> Any:

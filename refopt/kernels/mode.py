@@ -1,0 +1,64 @@
+"""The numerics mode: ``"reproducible"`` (the default) or ``"fast"``.
+
+* ``reproducible``: every op whose bits a library would choose -- matrix products,
+  reductions, transcendental functions -- runs refopt's own kernels, whose results are
+  a function of the inputs alone: the same bits on every CPU, BLAS, thread count and
+  backend (see docs/reproducibility.md).
+* ``fast``: those ops call the array library (BLAS, NumPy's SIMD loops, CuPy); the bits
+  may change with the machine.  Everything else is unchanged.
+
+The mode is per thread and per asyncio task (a context variable).  Set it with
+:func:`use_mode` (a plain call or a ``with`` block) or, for a whole process, with the
+environment variable ``REFOPT_MODE``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+
+__all__ = ["MODES", "current_mode", "use_mode", "reproducible"]
+
+MODES = ("reproducible", "fast")
+
+
+def _from_environment() -> str:
+    name = os.environ.get("REFOPT_MODE", "reproducible").strip().lower() or "reproducible"
+    if name not in MODES:
+        raise ValueError(f"REFOPT_MODE={name!r} is not a numerics mode; valid modes are {', '.join(MODES)}")
+    return name
+
+
+_DEFAULT = _from_environment()  # a str: immutable, safe as a ContextVar default
+_mode: contextvars.ContextVar[str] = contextvars.ContextVar("refopt_mode", default=_DEFAULT)
+
+
+def current_mode() -> str:
+    """The numerics mode of this thread / task: ``"reproducible"`` or ``"fast"``."""
+    return _mode.get()
+
+
+def reproducible() -> bool:
+    """True when ops must give machine-independent bits (the default)."""
+    return _mode.get() == "reproducible"
+
+
+class use_mode:
+    """Set the numerics mode: a plain call sets it for this thread or task, a ``with``
+    block restores the previous mode on exit.
+
+    >>> rf.use_mode("fast")                    # from now on, in this thread
+    >>> with rf.use_mode("reproducible"): ...  # only inside the block
+    """
+
+    def __init__(self, name: str) -> None:
+        if name not in MODES:
+            raise ValueError(f"unknown numerics mode {name!r}; valid modes are {', '.join(MODES)}")
+        self.name = name
+        self._token = _mode.set(name)
+
+    def __enter__(self) -> use_mode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _mode.reset(self._token)
