@@ -12,7 +12,7 @@ import math
 import operator
 from typing import Any
 
-from refopt import backend
+from refopt import backend, kernels
 from refopt.autodiff.tensor import Primitive, Tensor, constant
 from refopt.ops.reduction import unbroadcast
 from refopt.ops.shape import _as_tensor
@@ -143,12 +143,7 @@ sigmoid = Primitive("sigmoid", _sigmoid_fwd)
 sigmoid.defvjp(lambda g, ans, x: g * ans * (1.0 - ans))
 
 
-def _relu_fwd(x: Any) -> Any:
-    xp = _xp(x)
-    return xp.maximum(x, xp.zeros_like(x))
-
-
-relu = Primitive("relu", _relu_fwd)
+relu = Primitive("relu", kernels.relu)
 relu.defvjp(lambda g, ans, x: where(x > 0, g, 0.0))
 
 erf = Primitive("erf", backend.erf)
@@ -188,20 +183,12 @@ def _ext_vjp(g: Tensor, ans: Tensor, x: Any, y: Any, first: bool, larger: bool) 
     return _ub(g * w, x if first else y)
 
 
-def _binary_scalar_ok(fn_name: str):
-    def fwd(x: Any, y: Any) -> Any:
-        xp = _xp(x) if not isinstance(x, (int, float)) else _xp(y)
-        return getattr(xp, fn_name)(x, y)
-
-    return fwd
-
-
-maximum = Primitive("maximum", _binary_scalar_ok("maximum"))
+maximum = Primitive("maximum", kernels.maximum)
 maximum.defvjp(
     lambda g, ans, x, y: _ext_vjp(g, ans, x, y, True, True),
     lambda g, ans, x, y: _ext_vjp(g, ans, x, y, False, True),
 )
-minimum = Primitive("minimum", _binary_scalar_ok("minimum"))
+minimum = Primitive("minimum", kernels.minimum)
 minimum.defvjp(
     lambda g, ans, x, y: _ext_vjp(g, ans, x, y, True, False),
     lambda g, ans, x, y: _ext_vjp(g, ans, x, y, False, False),
@@ -236,10 +223,6 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
     return _where(cond, x, y)
 
 
-def _clip_fwd(x: Any, lo: float | None, hi: float | None) -> Any:
-    return _xp(x).clip(x, lo, hi)
-
-
 def _clip_vjp(g: Tensor, ans: Tensor, x: Tensor, lo: float | None, hi: float | None) -> Tensor:
     xp = _xp(x.data)
     keep = xp.ones(x.shape, dtype=xp.bool)
@@ -250,7 +233,7 @@ def _clip_vjp(g: Tensor, ans: Tensor, x: Tensor, lo: float | None, hi: float | N
     return _where(constant(keep), g, 0.0)
 
 
-_clip = Primitive("clip", _clip_fwd)
+_clip = Primitive("clip", kernels.clip)
 _clip.defvjp(_clip_vjp)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refopt import backend
+from refopt import kernels
 from refopt.autodiff.tensor import Primitive, Tensor
 from refopt.ops.reduction import unbroadcast
 from refopt.ops.shape import _as_tensor, expand_dims, squeeze, swapaxes
@@ -32,7 +32,7 @@ def _matmul_vjp_b(g: Tensor, ans: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return unbroadcast(matmul(swapaxes(a), g), b.shape)
 
 
-_matmul = Primitive("matmul", lambda a, b: backend.namespace(a).matmul(a, b))
+_matmul = Primitive("matmul", kernels.matmul)
 _matmul.defvjp(_matmul_vjp_a, _matmul_vjp_b)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from refopt import backend
+from refopt import backend, kernels
 from refopt.autodiff.tensor import Primitive, Tensor, constant
 from refopt.ops.shape import _as_tensor, normalize_axes, reshape
 
@@ -62,7 +62,7 @@ def _sum_vjp(g: Tensor, ans: Tensor, x: Tensor, axes: tuple, keepdims: bool) -> 
     return broadcast_to(reshape(g, _keepdims_shape(x.shape, axes)), x.shape)
 
 
-_sum = Primitive("sum", lambda x, axes, keepdims: _xp(x).sum(x, axis=axes, keepdims=keepdims))
+_sum = Primitive("sum", kernels.sum)
 _sum.defvjp(_sum_vjp)
 
 
@@ -79,7 +79,7 @@ def _count(shape: tuple, axes: tuple) -> int:
     return n
 
 
-_mean = Primitive("mean", lambda x, axes, keepdims: _xp(x).mean(x, axis=axes, keepdims=keepdims))
+_mean = Primitive("mean", kernels.mean)
 _mean.defvjp(lambda g, ans, x, axes, keepdims: _sum_vjp(g, ans, x, axes, keepdims) / _count(x.shape, axes))
 
 
@@ -101,9 +101,9 @@ def _chooser_vjp(g: Tensor, ans: Tensor, x: Tensor, axes: tuple, keepdims: bool)
     return broadcast_to(reshape(g, kd), x.shape) * constant(share)
 
 
-_max = Primitive("max", lambda x, axes, keepdims: _xp(x).max(x, axis=axes, keepdims=keepdims))
+_max = Primitive("max", kernels.max)
 _max.defvjp(_chooser_vjp)
-_min = Primitive("min", lambda x, axes, keepdims: _xp(x).min(x, axis=axes, keepdims=keepdims))
+_min = Primitive("min", kernels.min)
 _min.defvjp(_chooser_vjp)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from refopt import backend
+from refopt import backend, kernels
 from refopt.autodiff.tensor import Tensor, constant
 
 __all__ = ["clip_by_global_norm", "global_norm", "clip_arrays"]
@@ -36,7 +36,7 @@ def _xp(a: Any) -> Any:
 
 
 def _sumsq(g: Any) -> Any:
-    return _xp(g).sum(g * g)
+    return kernels.sum(g * g, tuple(range(g.ndim)), False)
 
 
 def global_norm(arrays: Sequence[Any], convention: str = "tf1") -> Any:

@@ -14,6 +14,7 @@ import pytest
 
 from refopt import cli
 from refopt.oracle import scenarios as S
+from refopt.oracle.compare import compare
 from refopt.oracle.run import run_refopt
 from refopt.oracle.trajectory import load
 from refopt.oracle.verify import COLUMNS, golden_path, verify
@@ -93,10 +94,13 @@ def test_shipped_golden_files_match_refopt_bit_for_bit(name) -> None:
         assert golden.meta["framework"] != "refopt" and golden.meta["generated_by"] == "tools/make_golden.py"
         assert golden.scenario == sc.to_dict()
         mine = run_refopt(S.replay_run(sc, golden))
-        if sc.masks is None:
-            assert_trajectory_equal(
-                mine, golden, max_ulp=sc.tolerance.get("max_ulp", 0), slots="max_abs" not in sc.tolerance
-            )
+        if sc.masks is None and "max_abs" in sc.tolerance:
+            # the scenario promises a distance, not bits (bert-adamw: the clip norm is a
+            # reduction in TensorFlow's order, refopt's is its own fixed order)
+            cmp = compare(mine, golden)
+            assert cmp.within(sc.tolerance), cmp.summary()
+        elif sc.masks is None:
+            assert_trajectory_equal(mine, golden, max_ulp=sc.tolerance.get("max_ulp", 0))
         # the inputs the file holds are what the scenario generates on this machine too
         if sc.gradients["kind"] == "synthetic":
             fresh = S.materialize(sc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refopt.kernels import matmul as mm
+from refopt.kernels import gemm as mm
 from tests.kernels.exact import exact_dot_long, exact_matmul, round_fraction
 
 DTYPES = [np.float32, np.float64]
