@@ -12,10 +12,11 @@ Global-norm clipping, with n = sqrt(sum_i sum(g_i^2)) and threshold c:
 ``clipnorm`` (per tensor, Keras/``tf.clip_by_norm``): ``g * c / max(||g||, c)``;
 ``clipvalue``: ``clip(g, -c, c)``.  All arithmetic is in the gradients' dtype.
 
-The sums of squares use NumPy's (pairwise) reduction; the frameworks' reductions add in
-their kernels' own order, so a norm may differ from theirs in the last bit or two, and
-a clipped gradient with it (docs/conventions.md gives the measured distance).  When no
-clipping happens the gradients pass unchanged.
+The sums of squares are refopt's fixed-order sums (the same bits on every machine, see
+:mod:`refopt.kernels.reduce`); the frameworks' reductions add in their kernels' own
+order, so a norm may differ from theirs in the last bit or two, and a clipped gradient
+with it (docs/conventions.md gives the measured distance).  When no clipping happens the
+gradients pass unchanged.
 """
 
 from __future__ import annotations

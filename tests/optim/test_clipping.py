@@ -1,8 +1,9 @@
 """Gradient clipping against each framework's own implementation.
 
 The formulas are the frameworks'; the global norm is a reduction whose order is each
-framework's kernel's, so clipped gradients agree to a few ULP (bounds below, measured),
-and exactly when nothing is clipped."""
+framework's kernel's (refopt's is its own fixed order), so clipped gradients agree to a
+few ULP (bounds below; measured <= 4 ULP float32, <= 8 float64), and exactly when
+nothing is clipped."""
 
 from __future__ import annotations
 
