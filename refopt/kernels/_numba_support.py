@@ -1,0 +1,62 @@
+"""numba intrinsics the generated kernels use: the fused multiply-add as LLVM's
+``llvm.fma`` (one rounding, whatever the CPU: a hardware FMA or libm's exact ``fma``),
+and bit reinterpretation of floats."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = ["fma", "bits64", "from_bits64", "bits32"]
+
+
+@intrinsic
+def fma(typingctx, a, b, c):  # noqa: ANN001, ANN201 - numba's intrinsic protocol
+    """a*b + c rounded once (``llvm.fma.f32`` / ``llvm.fma.f64``)."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        ty = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.fma", [ty], ir.FunctionType(ty, [ty, ty, ty]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def bits64(typingctx, x):  # noqa: ANN001, ANN201
+    """The int64 bit pattern of a float64."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def from_bits64(typingctx, i):  # noqa: ANN001, ANN201
+    """The float64 whose bit pattern is the int64 ``i``."""
+    if i != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def bits32(typingctx, x):  # noqa: ANN001, ANN201
+    """The int32 bit pattern of a float32 (as int32)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
