@@ -133,6 +133,12 @@ class Module:
                 self._check_container(name, value)
         object.__setattr__(self, name, value)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and pickle: the copied variables belong to the copied modules
+        self.__dict__.update(state)
+        for local, var in self.__dict__.get("_variables", {}).items():
+            _set_owner(var, self, local)
+
     def __delattr__(self, name: str) -> None:
         if "_modules" in self.__dict__ and (name in self._modules or name in self._variables):
             self._deregister(name)

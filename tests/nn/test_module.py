@@ -365,3 +365,15 @@ def test_forgetting_super_init_is_explained() -> None:
         rf.nn.Sequential([NoSuperPlain()])
     with pytest.raises(AttributeError, match=r"has no attribute '_modules': its __init__ did not call super"):
         NoSuperPlain().named_variables()
+
+
+def test_a_deep_copy_owns_its_copied_variables() -> None:
+    import copy
+
+    model = TorchStyle()
+    twin = copy.deepcopy(model)
+    assert list(twin.named_variables()) == list(model.named_variables())
+    assert twin.fc1.kernel is not model.fc1.kernel
+    assert rf.nn.torch_layout_of(twin.fc1.kernel).refopt == "kernel"  # its layer is known: slots convert
+    with pytest.raises(ValueError, match="already belongs to module 'fc1'"):
+        model.stolen = twin.fc1.kernel
