@@ -66,7 +66,7 @@ def _load(name: str) -> ModuleType:
             else:
                 mod = importlib.import_module(name)
         except ImportError as exc:
-            extra = " (pip install 'refopt[gpu]')" if name == "cupy" else ""
+            extra = ' (pip install ".[gpu]" in the refopt source folder)' if name == "cupy" else ""
             raise ImportError(f"backend {name!r} is not installed{extra}") from exc
         _modules[name] = mod
     return mod

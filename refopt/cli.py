@@ -4,9 +4,11 @@
     refopt golden (--scenario NAME | --config FILE) --out FILE [--framework F] [--dtype D]
     refopt compare A B [--plot out.png] [--json]
     refopt scenarios [--json]
+    refopt --version
 
 ``verify`` exits 1 when any scenario misses its stated tolerance against a framework (or a
 framework fails to run it), 0 otherwise; ``compare`` exits 1 when the trajectories differ.
+``refopt`` alone prints the help.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _plot(cmp: Any, path: str, title: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("refopt compare --plot needs matplotlib: pip install 'refopt[plot]'") from None
+        raise SystemExit("refopt compare --plot needs matplotlib: pip install matplotlib") from None
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name in cmp.names:
         ulps = cmp.params[name]["max_ulp"]
@@ -160,8 +162,11 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from refopt._version import __version__
+
     p = argparse.ArgumentParser(prog="refopt", description="refopt: golden optimizer trajectories and conformance")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"refopt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{verify,golden,compare,scenarios}")
 
     v = sub.add_parser("verify", help="check refopt against every installed framework (or the shipped golden files)")
     v.add_argument("--frameworks", nargs="+", metavar="F", help="columns to check (torch, keras, tf1, optax, ...)")
@@ -196,7 +201,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `refopt` alone: the help, not an error
+        parser.print_help()
+        return 0
     try:
         return int(args.fn(args))
     except BrokenPipeError:  # `refopt scenarios | head`

@@ -3,6 +3,8 @@ the deterministic scatter-add; and the CuPy tier (marked gpu)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mpmath
 import numpy as np
 import pytest
@@ -69,6 +71,18 @@ def test_resolve_dtype_refuses_unsupported() -> None:
 
 
 # -- the GPU tier: runs where cupy.is_available() ---------------------------------------------
+def test_missing_cupy_names_the_readme_install_command() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    with pytest.raises(ImportError, match=r"backend 'cupy' is not installed \(pip install \"\.\[gpu\]\""):
+        with rf.use_backend("cupy"):
+            pass
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert 'pip install ".[gpu]"' in readme
+
+
 @pytest.mark.gpu
 def test_cupy_mixing_with_numpy_is_refused_naming_both_devices() -> None:
     a = rf.constant(np.ones(2))

@@ -81,3 +81,13 @@ def test_bad_arguments_are_clear(tmp_path) -> None:
     np.save(bad, np.zeros(3))
     proc = _run("compare", str(bad), str(bad))
     assert proc.returncode == 2 and "refopt compare" in proc.stderr
+
+
+def test_version_and_bare_command_print_help() -> None:
+    import refopt
+
+    proc = _run("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"refopt {refopt.__version__}"
+    proc = _run()
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.startswith("usage: refopt") and "verify" in proc.stdout and "--version" in proc.stdout

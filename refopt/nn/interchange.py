@@ -1,5 +1,6 @@
 """PyTorch weight interchange: a ``state_dict`` (as NumPy arrays) into the equivalent
-refopt model, and back, so that refopt and torch can start from identical weights.
+refopt model, and back (as NumPy arrays, or torch tensors with ``to_torch=True``), so that
+refopt and torch can start from identical weights.
 
 The layouts, spelled out (``TORCH_LAYOUT``), torch parameter -> refopt variable:
 
@@ -17,6 +18,11 @@ before any variable changes; a torch key nothing consumes is an error.
 
 A conv net's flatten order follows its data layout: a torch conv net flattens NCHW
 (channel, row, column), so build its refopt twin with ``data_format="NCHW"``.
+
+Optimizer state follows the same table: :func:`torch_layout_of` gives a variable's
+conversion (from the layer that owns it), which ``Optimizer.load_torch_state_dict`` and
+``Optimizer.torch_state_dict`` apply to every slot (``exp_avg``, ``exp_avg_sq``,
+``max_exp_avg_sq``, ``momentum_buffer``) exactly as to the weight.
 """
 
 from __future__ import annotations
@@ -27,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from refopt.autodiff.tensor import to_numpy
+from refopt.autodiff.tensor import Variable, to_numpy
 from refopt.nn.layers import Conv2D, Dense, Embedding, LayerNorm
-from refopt.nn.module import CheckpointError, Module
+from refopt.nn.module import CheckpointError, Module, owner_of
 
-__all__ = ["TORCH_LAYOUT", "load_torch_state_dict", "export_torch_state_dict"]
+__all__ = ["TORCH_LAYOUT", "load_torch_state_dict", "export_torch_state_dict", "torch_layout_of"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,24 @@ TORCH_LAYOUT: dict[type, tuple[TorchParam, ...]] = {
     Embedding: (TorchParam("weight", "embeddings", "same (num, dim)", _same, _same),),
     LayerNorm: (TorchParam("weight", "gamma", "same", _same, _same), TorchParam("bias", "beta", "same", _same, _same)),
 }
+
+
+def torch_layout_of(var: Variable) -> TorchParam | None:
+    """The ``TORCH_LAYOUT`` entry of ``var`` -- found from the layer that owns it (a
+    ``Dense``'s ``kernel``, ...) -- or None for a variable with no torch layout (a free
+    Variable, or one of a module type not in the table), which is taken as it is."""
+    owner = owner_of(var)
+    if owner is None:
+        return None
+    module, local = owner
+    return next((rule for rule in TORCH_LAYOUT.get(type(module), ()) if rule.refopt == local), None)
+
+
+def to_torch_tensors(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """NumPy arrays -> CPU torch tensors (None stays None); torch is imported here, lazily."""
+    import torch
+
+    return {k: None if a is None else torch.from_numpy(np.ascontiguousarray(a)) for k, a in arrays.items()}
 
 
 def _torch_prefixes(keys: Sequence[str]) -> list[str]:
@@ -157,10 +181,14 @@ def load_torch_state_dict(
 
 
 def export_torch_state_dict(
-    model: Module, like: Mapping[str, Any] | Sequence[str], module_map: Mapping[str, str] | None = None
-) -> dict[str, np.ndarray]:
+    model: Module,
+    like: Mapping[str, Any] | Sequence[str],
+    module_map: Mapping[str, str] | None = None,
+    to_torch: bool = False,
+) -> dict[str, Any]:
     """``model``'s weights in PyTorch layout under the keys of ``like`` (the torch
-    model's ``state_dict()`` or its keys), in that order."""
+    model's ``state_dict()`` or its keys), in that order: NumPy arrays, or CPU torch
+    tensors with ``to_torch=True`` -- what ``torch_model.load_state_dict`` accepts."""
     keys = list(like)
     out: dict[str, np.ndarray] = {}
     for prefix, layer in _pairs(model, keys, module_map):
@@ -171,4 +199,5 @@ def export_torch_state_dict(
     missing = [k for k in keys if k not in out]
     if missing:
         raise CheckpointError(f"torch keys the refopt model cannot fill: {missing}")
-    return {k: out[k] for k in keys}
+    ordered = {k: out[k] for k in keys}
+    return to_torch_tensors(ordered) if to_torch else ordered

@@ -12,6 +12,12 @@ Global-norm clipping, with n = sqrt(sum_i sum(g_i^2)) and threshold c:
 ``clipnorm`` (per tensor, Keras/``tf.clip_by_norm``): ``g * c / max(||g||, c)``;
 ``clipvalue``: ``clip(g, -c, c)``.  All arithmetic is in the gradients' dtype.
 
+Float32 and float64 gradients together (global norm): torch's ``clip_grad_norm_`` takes
+each tensor's norm in its dtype, stacks them (grouped by dtype, first appearance first)
+in float64 and multiplies each gradient by the coefficient cast to its dtype; optax sums
+the squares with promotion and divides each leaf by the norm cast to its dtype.
+TensorFlow's ops take one dtype, so keras, tf1 and bert refuse the mix, as they do.
+
 The sums of squares are refopt's fixed-order sums (the same bits on every machine, see
 :mod:`refopt.kernels.reduce`); the frameworks' reductions add in their kernels' own
 order, so a norm may differ from theirs in the last bit or two, and a clipped gradient
@@ -28,6 +34,7 @@ import numpy as np
 
 from refopt import backend, kernels
 from refopt.autodiff.tensor import Tensor, constant
+from refopt.optim.conventions import CONVENTION
 
 __all__ = ["clip_by_global_norm", "global_norm", "clip_arrays"]
 
@@ -48,7 +55,10 @@ def global_norm(arrays: Sequence[Any], convention: str = "tf1") -> Any:
         raise ValueError("global_norm: no gradients (every entry is None)")
     xp = _xp(present[0])
     if convention == "torch":
-        norms = [xp.sqrt(_sumsq(a)) for a in present]
+        dtypes = list(dict.fromkeys(a.dtype for a in present))  # torch groups by dtype, in first-seen order
+        norms = [xp.sqrt(_sumsq(a)) for d in dtypes for a in present if a.dtype == d]
+        wide = xp.result_type(*dtypes)  # torch.stack promotes the norms
+        norms = [xp.asarray(n, dtype=wide) for n in norms]
         total = norms[0] * norms[0]
         for n in norms[1:]:
             total = total + n * n
@@ -61,17 +71,26 @@ def global_norm(arrays: Sequence[Any], convention: str = "tf1") -> Any:
 
 def _scale_global(arrays: list[Any], max_norm: float, convention: str) -> list[Any]:
     present = [a for a in arrays if a is not None]
+    refusal = CONVENTION[convention].clip_mixed_dtypes if convention in CONVENTION else None
+    if refusal and len({backend.dtype_name(a.dtype) for a in present}) > 1:
+        raise TypeError(
+            f"global-norm clipping of float32 and float64 gradients together: {CONVENTION[convention].framework} "
+            f"refuses it -- {refusal}; train the variables in one dtype (rf.cast), or use clipnorm / clipvalue"
+        )
     n = global_norm(present, convention)
     dtype = n.dtype
     c = np.asarray(max_norm, dtype=dtype)[()]
     xp = _xp(n)
     if convention == "torch":
         coef = xp.minimum(c / (n + np.asarray(1e-6, dtype=dtype)[()]), np.asarray(1.0, dtype=dtype)[()])
-        return [None if a is None else a * coef for a in arrays]
+        return [None if a is None else a * xp.asarray(coef, dtype=a.dtype) for a in arrays]
     if convention == "optax":
         if bool(n < c):
             return list(arrays)
-        return [None if a is None else (a / n) * c for a in arrays]
+        return [
+            None if a is None else (a / xp.asarray(n, dtype=a.dtype)) * np.asarray(max_norm, dtype=a.dtype)[()]
+            for a in arrays
+        ]
     one = np.asarray(1.0, dtype=dtype)[()]
     scale = c * xp.minimum(one / n, one / c) + (n - n)
     return [None if a is None else a * scale for a in arrays]

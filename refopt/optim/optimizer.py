@@ -10,7 +10,13 @@ TensorFlow-1 style::
 PyTorch style: bind the optimizer to variables or parameter groups at construction
 (``Adam(model.trainable_variables(), learning_rate=1e-3)``, or
 ``Adam([{"params": v1, "learning_rate": 1e-5}, {"params": v2}], learning_rate=1e-3)``)
-and call ``minimize(loss)``.
+and call ``minimize(loss)``.  Variables of separate modules (or of none) train together;
+they need distinct names only to save the state by name (``state_dict``, ``save``).
+
+The learning rate defaults to 1e-3 in every convention (PyTorch's default; Keras' SGD
+defaults to 0.01, TF1 and optax have no default) when neither the first argument nor
+``learning_rate=`` gives one.  Each convention validates hyperparameters as its framework
+does, when the optimizer is built (``refopt.optim.conventions.CONVENTION``).
 
 An update is transactional: every gradient, mask and value is checked and every new
 value computed before any variable or slot changes, so a bad input raises with nothing
@@ -27,7 +33,6 @@ invariant to it).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +45,7 @@ from refopt.autodiff.graph import gradients
 from refopt.autodiff.tensor import Tensor, Variable, to_numpy
 from refopt.io import read_arrays, write_arrays
 from refopt.optim.clipping import clip_arrays
-from refopt.optim.conventions import DEFAULTS, check_convention, rule_title, scalar, via_float32
+from refopt.optim.conventions import CONVENTION, DEFAULTS, check_convention, rule_title, scalar, via_float32
 
 __all__ = ["Optimizer", "Hyper", "StepContext", "SLOT_ALIASES"]
 
@@ -123,7 +128,7 @@ class _VarState:
 
 class _Unset:
     """The default of the first positional argument: "not given" (the learning rate is then
-    the ``learning_rate`` keyword, or 1e-3)."""
+    the ``learning_rate`` keyword, or ``DEFAULT_LR`` = 1e-3 in every convention)."""
 
     def __repr__(self) -> str:
         return "1e-3"
@@ -170,6 +175,7 @@ class Optimizer:
         clipvalue: float | None = None,
     ) -> None:
         self.convention = check_convention(convention, self.rule)
+        self._conv = CONVENTION[self.convention]
         if isinstance(params_or_lr, (list, tuple)):
             params = list(params_or_lr)
             lr = DEFAULT_LR if learning_rate is None else learning_rate
@@ -217,10 +223,11 @@ class Optimizer:
     # -- construction helpers --------------------------------------------------------------
     @staticmethod
     def _check_lr(lr: Any, what: str) -> None:
+        # the type only: the range is each convention's check (torch: 0 <= lr; the others none)
         if _is_schedule(lr):
             return
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
-            raise ValueError(f"{what} must be a non-negative number or a schedule (callable), got {lr!r}")
+        if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+            raise ValueError(f"{what} must be a number or a schedule (callable), got {lr!r}")
 
     def _check_options(self, values: Mapping[str, Any], where: str) -> None:
         allowed = self._options[self.convention]
@@ -231,8 +238,9 @@ class Optimizer:
                     f"not available in that framework ({rule_title(self.rule)} there has: "
                     f"{', '.join(sorted(allowed)) or 'no such options'})"
                 )
-        if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0) != 0):
-            raise ValueError(f"{type(self).__name__}: nesterov needs momentum > 0 and dampening = 0 (in {where})")
+        problem = self._conv.check(self.rule, values)
+        if problem is not None:
+            raise ValueError(f"{type(self).__name__}(convention={self.convention!r}) in {where}: {problem}")
 
     def _bind(self, params: list) -> None:
         if params and all(isinstance(p, dict) for p in params):
@@ -263,6 +271,16 @@ class Optimizer:
                 if not isinstance(v, Variable):
                     raise TypeError(f"parameter group {i}: {type(v).__name__} is not a Variable")
                 self._register(v, len(self._groups) - 1)
+        if not self._states:
+            raise ValueError(f"{type(self).__name__}: {self._nothing_to_train('the variable list is empty')}")
+
+    def _nothing_to_train(self, why: str) -> str:
+        quote = f" ({self._conv.framework}: {self._conv.empty!r})" if self._conv.empty else ""
+        return (
+            f"nothing to train: {why}{quote}. A Module registers the layers and Variables assigned as its "
+            "attributes (self.fc1 = rf.nn.Dense(...)) or given to add_module / add_variable; check "
+            "model.trainable_variables()"
+        )
 
     def _resolve(self, var: Variable, group: int) -> Hyper:
         values = {**self._defaults, **self._groups[group].overrides}
@@ -275,16 +293,13 @@ class Optimizer:
             kw["weight_decay"] = 0.0
         return Hyper(lr_multiplier=mult, decay_excluded=excluded, decoupled=self._decoupled, **kw)
 
-    def _check_registrable(self, var: Variable, new_names: set[str] | None = None) -> None:
+    def _check_registrable(self, var: Variable) -> None:
+        # Names need not be unique here (layers of separate roots train together); only a
+        # state saved by name needs them unique (see _by_name).
         if id(var) in self._states:
             raise ValueError(f"variable {var.name!r} is given to this optimizer twice")
-        taken = {st.var.name for st in self._states.values()} | (new_names or set())
-        if var.name is not None and var.name in taken:
-            raise ValueError(f"two different variables are named {var.name!r}; optimizer state is keyed by name")
         if backend.dtype_name(var.dtype) not in ("float32", "float64"):
             raise TypeError(f"variable {var.name!r} has dtype {backend.dtype_name(var.dtype)}; only floats are trained")
-        if new_names is not None and var.name is not None:
-            new_names.add(var.name)
 
     def _register(self, var: Variable, group: int) -> _VarState:
         st = self._new_state(var, group)
@@ -376,15 +391,28 @@ class Optimizer:
                     if g is not None:
                         slot[0] = g if slot[0] is None else slot[0] + g
             grads_and_vars = [(g, v) for g, v in merged.values()]
+            if not grads_and_vars:
+                raise ValueError(f"minimize: {self._nothing_to_train('the dict of losses names no variables')}")
         else:
             grads_and_vars = self.compute_gradients(loss, var_list)
+            if not grads_and_vars:
+                if var_list is not None:
+                    why = "var_list is empty"
+                elif self._bound:
+                    why = f"all {len(self._states)} variables of this optimizer are frozen (trainable=False)"
+                else:
+                    why = "the loss depends on no trainable Variable"
+                raise ValueError(f"minimize: {self._nothing_to_train(why)}")
         self.apply_gradients(grads_and_vars, masks=masks)
         return grads_and_vars
 
     # -- the update -------------------------------------------------------------------------
-    def _lr(self, st: _VarState) -> float:
+    def _lr(self, st: _VarState, x64: bool = False) -> float:
+        """This step's learning rate of ``st``: a schedule evaluated at ``iterations`` as
+        the convention's framework evaluates it (``x64``: JAX's float64 mode, for optax),
+        times the variable's multiplier."""
         lr = self._groups[st.group].overrides.get("learning_rate", self._defaults["learning_rate"])
-        value = float(lr(self.iterations)) if _is_schedule(lr) else float(lr)
+        value = self._conv.schedule_value(lr, self.iterations, x64) if _is_schedule(lr) else float(lr)
         return value * st.hyper.lr_multiplier
 
     def _as_array(self, g: Any, var: Variable, what: str) -> Any:
@@ -405,15 +433,18 @@ class Optimizer:
         """One update of every variable in ``grads_and_vars``; returns ``iterations``.
 
         A ``None`` gradient follows the convention: torch skips the variable and its step
-        count stays; keras, tf1 and optax skip it while the shared count advances.
+        count stays; keras, tf1 and optax skip it while the shared count advances.  When
+        every gradient is None, Keras and TF1 refuse the step (as they do); an empty list
+        is refused in every convention (nothing to train).
         ``masks={var: bool_array}``: where the mask is False the element is frozen for
         this step -- its value and every slot stay exactly as they were (the step count,
         per variable or shared, advances as usual; see docs/optim.md).
         """
         pairs = list(grads_and_vars)
+        if not pairs:
+            raise ValueError(f"apply_gradients: {self._nothing_to_train('no (gradient, variable) pairs')}")
         checked: list[tuple[Variable, Any]] = []
         seen: set[int] = set()
-        new_names: set[str] = set()
         for item in pairs:
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
                 raise TypeError("apply_gradients: expected (gradient, variable) pairs")
@@ -426,7 +457,7 @@ class Optimizer:
             if id(var) not in self._states:
                 if self._bound:
                     raise ValueError(f"apply_gradients: variable {var.name!r} is not one this optimizer was given")
-                self._check_registrable(var, new_names)
+                self._check_registrable(var)
             if g is not None:
                 g = self._as_array(g, var, "gradient")
                 if tuple(g.shape) != var.shape:
@@ -441,8 +472,12 @@ class Optimizer:
                     )
             checked.append((var, g))
         checked_masks = self._check_masks(masks, seen)
-        if self.convention == "keras" and checked and all(g is None for _, g in checked):
-            raise ValueError("apply_gradients: every gradient is None (Keras refuses this step; nothing changed)")
+        if self._conv.no_gradients and all(g is None for _, g in checked):
+            raise ValueError(
+                f"apply_gradients: every gradient is None (variables {[v.name for v, _ in checked]}: the loss "
+                f"depends on none of them); {self._conv.framework} refuses this step ({self._conv.no_gradients!r}); "
+                "nothing changed"
+            )
 
         # everything checked: unbound optimizers meet their new variables here (held from
         # the commit on)
@@ -462,12 +497,13 @@ class Optimizer:
         for st in pool:
             key = (st.group, st.hyper.lr_multiplier)
             leaves[key] = leaves.get(key, 0) + 1
+        x64 = any(backend.dtype_name(st.var.dtype) == "float64" for st in pool)  # optax: float64 needs x64 on
         updates = []
         for st, g in live:
             count = st.step + 1 if self.convention == "torch" else self.iterations + 1
             ctx = StepContext(
                 st.var.data.dtype,
-                self._lr(st),
+                self._lr(st, x64),
                 count,
                 self._groups[st.group].powers,
                 leaves[(st.group, st.hyper.lr_multiplier)],
@@ -585,14 +621,11 @@ class Optimizer:
         {"rule", "convention", "iterations", "groups": [{"powers": [b1p, b2p]}],
          "variables": {name: {"step": int, "slots": {slot: NumPy array}}}}
         """
-        variables = {}
-        for i, st in enumerate(self._states.values()):
-            if st.var.name is None:
-                raise ValueError(f"variable {i} of this optimizer has no name; state is keyed by name")
-            variables[st.var.name] = {
-                "step": st.step,
-                "slots": {k: to_numpy(v) for k, v in st.slots.items() if v is not None},
-            }
+        self._by_name([st.var for st in self._states.values()], "state_dict")
+        variables = {
+            st.var.name: {"step": st.step, "slots": {k: to_numpy(v) for k, v in st.slots.items() if v is not None}}
+            for st in self._states.values()
+        }
         return {
             "rule": self.rule,
             "convention": self.convention,
@@ -600,6 +633,30 @@ class Optimizer:
             "groups": [{"powers": [float(g.powers[0]), float(g.powers[1])]} for g in self._groups],
             "variables": variables,
         }
+
+    @staticmethod
+    def _by_name(variables: Sequence[Variable], what: str) -> dict[str, Variable]:
+        """``{name: variable}`` for a state keyed by name; an unnamed variable or a name
+        shared by two variables makes that state ambiguous, and is refused with the fix."""
+        out: dict[str, Variable] = {}
+        for i, var in enumerate(variables):
+            if var.name is None:
+                raise ValueError(
+                    f"{what}: variable {i} has no name, and this state is keyed by name; give it one "
+                    "(rf.Variable(..., name=...), or register it in a Module), or use torch_state_dict(), which keys "
+                    "by position"
+                )
+            if var.name in out:
+                n = sum(v.name == var.name for v in variables)
+                raise ValueError(
+                    f"{what}: {n} variables are named {var.name!r}, and this state is keyed by name (layers used "
+                    "without a parent module are named without a prefix). Give them distinct names: put the layers "
+                    "in one model -- rf.nn.Sequential([l1, l2]), or attributes of a Module (self.l1 = ...), which "
+                    f"names them 'l1/{var.name}', ... -- or set each Variable's name; torch_state_dict() keys by "
+                    "position and needs no names"
+                )
+            out[var.name] = var
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any], var_list: Sequence[Variable] | None = None) -> None:
         """Restore :meth:`state_dict` output.  Variables are matched by name among those
@@ -610,9 +667,8 @@ class Optimizer:
                 f"state is for {state.get('rule')!r}/{state.get('convention')!r}, this optimizer is "
                 f"{self.rule!r}/{self.convention!r}"
             )
-        by_name = {st.var.name: st.var for st in self._states.values()}
-        for v in var_list or []:
-            by_name.setdefault(v.name, v)
+        held = [st.var for st in self._states.values()]
+        by_name = self._by_name(held + [v for v in var_list or [] if id(v) not in self._states], "load_state_dict")
         saved = dict(state.get("variables", {}))
         unknown = [n for n in saved if n not in by_name]
         missing = [st.var.name for st in self._states.values() if st.var.name not in saved]
@@ -623,9 +679,8 @@ class Optimizer:
         staged = []
         for name, entry in saved.items():
             var = by_name[name]
-            st = self._states.get(id(var))
-            hyper = st.hyper if st is not None else self._resolve(var, 0)
-            valid = self._slot_list(hyper)
+            st = self._states.get(id(var)) or self._new_state(var, 0)  # a new one is held from the commit on
+            valid = self._slot_list(st.hyper)
             slots = {}
             for sname, value in entry.get("slots", {}).items():
                 canon = SLOT_ALIASES.get(sname, sname)
@@ -643,8 +698,7 @@ class Optimizer:
                 raise ValueError(f"state for {name!r}: step must be a non-negative int, got {step!r}")
             staged.append((var, st, slots, int(step)))
         for var, st, slots, step in staged:
-            if st is None:
-                st = self._register(var, 0)
+            self._states[id(var)] = st
             st.slots = {**{k: v for k, v in st.slots.items() if k not in slots}, **slots}
             st.step = step
         for grp, saved_grp in zip(self._groups, state.get("groups", [])):
@@ -691,8 +745,10 @@ class Optimizer:
         )
 
     # -- display --------------------------------------------------------------------------------
-    def describe(self, print_fn: Callable[[str], Any] | None = print) -> str:
-        """The resolved hyperparameters, one row per variable."""
+    def describe(self, print_fn: Callable[[str], Any] | None = print) -> str | None:
+        """The resolved hyperparameters, one row per variable: passed to ``print_fn``
+        (default ``print``; nothing is returned, so a REPL shows the table once), or
+        returned as a string with ``print_fn=None``."""
         cols = self._describe_columns()
         rows = [["variable", "group", "learning_rate", "lr_mult", *cols, "convention"]]
         for st in self._states.values():
@@ -713,9 +769,10 @@ class Optimizer:
         if len(rows) == 1:
             lines.append("(no variables yet: an unbound optimizer learns them at its first update)")
         text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
 
     def _describe_columns(self) -> list[str]:
         raise NotImplementedError

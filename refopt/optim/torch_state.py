@@ -1,9 +1,11 @@
 """PyTorch ``Optimizer.state_dict`` import and export (SGD, Adam, AdamW), so a training
 run can move between torch and refopt mid-way.
 
-torch keys state by parameter *position* (0, 1, ... across its groups in order); refopt
-keys it by variable *name*.  Both functions therefore take ``var_list``: the refopt
-variables in torch's parameter order (default: the optimizer's own order).
+torch keys state by parameter *position* (0, 1, ... across its groups in order); so do
+these functions -- no variable names are needed, and variables with equal names are fine.
+Both take ``var_list``: the refopt variables in torch's parameter order (default: the
+optimizer's own order, which for a model imported with ``rf.nn.load_torch_state_dict`` is
+torch's).
 
 =================  ===============================================
 torch state        refopt
@@ -13,12 +15,20 @@ torch state        refopt
 ``exp_avg_sq``     slot ``v``
 ``max_exp_avg_sq`` slot ``v_max``
 ``momentum_buffer`` slot ``momentum`` (``None``: not created yet)
+no entry           a parameter that never had a gradient: a fresh state
 =================  ===============================================
+
+Layouts: every slot is converted exactly as its variable's weight is by
+``rf.nn.TORCH_LAYOUT`` (``Linear.weight`` (out, in) -> ``Dense.kernel`` (in, out) is a
+transpose, a Conv2d's OIHW -> HWIO, ...), found from the layer that owns the variable
+(:func:`refopt.nn.torch_layout_of`); a variable of no such layer is taken as it is.
 
 Importing checks that the torch groups' hyperparameters (all but ``lr``) equal the refopt
 variables' resolved ones -- continuing with different betas would not continue the run
 -- and sets ``iterations`` to the largest step (Adam/AdamW; give it for SGD), so a
-schedule resumes where torch was.
+schedule resumes where torch was.  A parameter torch holds no state for (it never had a
+gradient) gets a fresh state, as in torch: step 0, zero moments, no momentum buffer.
+Everything is checked before anything changes.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from refopt import backend
 from refopt.autodiff.tensor import Variable
+from refopt.nn.interchange import to_torch_tensors, torch_layout_of
 from refopt.optim.optimizer import Hyper, Optimizer
 
 __all__ = ["load_torch_state_dict", "torch_state_dict"]
@@ -67,6 +79,23 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.array(x)
 
 
+def _variables(opt: Optimizer, var_list: Sequence[Variable] | None) -> list[Variable]:
+    variables = list(var_list) if var_list is not None else opt.variables()
+    seen: set[int] = set()
+    for i, v in enumerate(variables):
+        if not isinstance(v, Variable):
+            raise TypeError(f"var_list[{i}] is a {type(v).__name__}, not a Variable")
+        if id(v) in seen:
+            raise ValueError(f"var_list[{i}] ({v.name!r}) appears twice")
+        seen.add(id(v))
+    return variables
+
+
+def _layout_text(var: Variable) -> str:
+    rule = torch_layout_of(var)
+    return f" after '{rule.layout}'" if rule is not None else ""
+
+
 def load_torch_state_dict(
     opt: Optimizer,
     state_dict: Mapping[str, Any],
@@ -79,11 +108,15 @@ def load_torch_state_dict(
     ``step`` in an Adam/AdamW state; torch's SGD state has no step count, so for SGD it
     stays as it was unless given."""
     _check(opt)
-    variables = list(var_list) if var_list is not None else opt.variables()
+    variables = _variables(opt, var_list)
     groups = state_dict.get("param_groups", [])
     indices = [i for g in groups for i in g["params"]]
     if len(indices) != len(variables):
         raise ValueError(f"the torch state has {len(indices)} parameters, var_list has {len(variables)}")
+    listed = {id(v) for v in variables}
+    unlisted = [st.var.name for st in opt._states.values() if id(st.var) not in listed]
+    if unlisted:
+        raise ValueError(f"the optimizer holds variables the torch state does not cover: {unlisted}")
     position = {idx: k for k, idx in enumerate(indices)}
     problems = []
     for g in groups:
@@ -100,31 +133,68 @@ def load_torch_state_dict(
                 )
     if problems:
         raise ValueError("torch hyperparameters differ from the refopt optimizer's: " + "; ".join(problems))
-    entries: dict[str, dict[str, Any]] = {}
+
+    torch_state = state_dict.get("state", {})
+    staged = []
     for idx in indices:
         var = variables[position[idx]]
-        if var.name is None:
-            raise ValueError(f"variable at position {position[idx]} has no name")
-        tstate = state_dict.get("state", {}).get(idx, {})
-        slots = {}
-        for key, value in tstate.items():
-            if key == "step" or value is None:
+        old = opt._states.get(id(var))
+        st = old if old is not None else opt._new_state(var, 0)  # a new one is held from the commit on
+        valid = opt._slot_list(st.hyper)
+        tstate = torch_state.get(idx) or {}
+        unknown = [k for k in tstate if k != "step" and k not in _TORCH_TO_SLOT]
+        if unknown:
+            raise ValueError(f"torch state of parameter {idx} has unknown entries {unknown}")
+        rule = torch_layout_of(var)
+        slots: dict[str, Any] = {}
+        for name in valid:
+            value = tstate.get(_SLOT_TO_TORCH[name])
+            if value is None:
+                if tstate and opt.rule != "sgd":
+                    raise ValueError(f"torch state of parameter {idx} ({var.name!r}) lacks {_SLOT_TO_TORCH[name]!r}")
+                # no state yet (or SGD's buffer not created): torch starts from zeros / a copy of the gradient
+                slots[name] = (
+                    backend.namespace(var.data).zeros(var.data.shape, dtype=var.data.dtype)
+                    if opt._slot_init.get(name) == "zeros"
+                    else None
+                )
                 continue
-            if key not in _TORCH_TO_SLOT:
-                raise ValueError(f"torch state of parameter {idx} has an unknown entry {key!r}")
-            slots[_TORCH_TO_SLOT[key]] = _as_numpy(value)
-        step = int(round(float(_as_numpy(tstate["step"])))) if "step" in tstate else None
-        entries[var.name] = {"step": step, "slots": slots}
-    sd = opt.state_dict()
-    for name, e in entries.items():
-        if e["step"] is None:  # SGD: no count in torch's state; refopt's torch SGD does not use one
-            e["step"] = sd["variables"].get(name, {}).get("step", 0)
-    sd["variables"] = {**{k: v for k, v in sd["variables"].items() if k in entries}, **entries}
+            arr = _as_numpy(value)
+            if rule is not None:
+                try:
+                    arr = rule.to_refopt(arr)
+                except ValueError as exc:
+                    raise ValueError(f"torch state of parameter {idx}: {_SLOT_TO_TORCH[name]!r}: {exc}") from None
+            if arr.shape != var.shape or backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
+                raise ValueError(
+                    f"torch state of parameter {idx}: {_SLOT_TO_TORCH[name]!r} is "
+                    f"{backend.dtype_name(arr.dtype)}{arr.shape}{_layout_text(var)}, the variable {var.name!r} "
+                    f"{backend.dtype_name(var.dtype)}{var.shape}"
+                )
+            slots[name] = backend.move(arr, var.backend)
+        extra = [k for k in tstate if k != "step" and _TORCH_TO_SLOT[k] not in valid and tstate[k] is not None]
+        if extra:
+            raise ValueError(
+                f"torch state of parameter {idx} ({var.name!r}) has {extra}, which this optimizer does not keep "
+                f"(its slots: {', '.join(_SLOT_TO_TORCH[n] for n in valid) or 'none'})"
+            )
+        if "step" in tstate:
+            step = int(round(float(_as_numpy(tstate["step"]))))
+        elif not tstate:
+            step = 0  # never stepped in torch
+        else:  # SGD: torch keeps no count; refopt's torch SGD does not use one
+            step = old.step if old is not None else 0
+        staged.append((var, st, slots, step))
+
+    # commit: everything above is checked
+    for var, st, slots, step in staged:
+        opt._states[id(var)] = st
+        st.slots = slots
+        st.step = step
     if iterations is not None:
-        sd["iterations"] = int(iterations)
+        opt.iterations = int(iterations)
     elif opt.rule != "sgd":
-        sd["iterations"] = max([e["step"] for e in entries.values()], default=0)
-    opt.load_state_dict(sd, var_list=variables)
+        opt.iterations = max([step for *_, step in staged], default=0)
 
 
 def torch_state_dict(
@@ -135,28 +205,34 @@ def torch_state_dict(
 ) -> dict[str, Any]:
     """``opt``'s state in torch's ``state_dict`` format (``var_list`` in torch's order).
 
-    ``like``: a torch ``state_dict`` whose ``param_groups`` are copied (with its
-    ``params`` lists); otherwise one group per refopt group.  ``to_torch=True`` returns
-    tensors, ready for ``torch_optimizer.load_state_dict``; else NumPy arrays.
+    Slots are converted to torch's layout as the weights are (``rf.nn.TORCH_LAYOUT``);
+    a parameter that has never been updated (or SGD's without a momentum buffer) has no
+    entry, as in torch.  ``like``: a torch ``state_dict`` whose ``param_groups`` are
+    copied (with its ``params`` lists); otherwise one group per refopt group.
+    ``to_torch=True`` returns CPU tensors, ready for ``torch_optimizer.load_state_dict``;
+    else NumPy arrays.
     """
     _check(opt)
-    variables = list(var_list) if var_list is not None else opt.variables()
+    variables = _variables(opt, var_list)
     state: dict[int, dict[str, Any]] = {}
     for i, var in enumerate(variables):
         st = opt._state(var)
-        if st.step == 0 and opt.rule != "sgd":
-            continue  # torch creates state at a parameter's first step
+        rule = torch_layout_of(var)
         entry: dict[str, Any] = {}
-        if opt.rule != "sgd":
-            entry["step"] = np.array(float(st.step), dtype=np.float32)
         for slot, value in st.slots.items():
-            entry[_SLOT_TO_TORCH[slot]] = _as_numpy(value) if value is not None else None
-        if opt.rule == "sgd" and "momentum" in opt._slot_list(st.hyper) and "momentum_buffer" not in entry:
-            entry["momentum_buffer"] = None
-        if entry:
-            state[i] = entry
+            if value is not None:
+                arr = _as_numpy(value)
+                entry[_SLOT_TO_TORCH[slot]] = rule.to_torch(arr) if rule is not None else arr
+        if opt.rule == "sgd":
+            if entry:  # torch's SGD keeps a buffer (and nothing else) once one exists
+                state[i] = entry
+        elif st.step > 0:  # torch creates Adam's state at a parameter's first step
+            state[i] = {"step": np.array(float(st.step), dtype=np.float32), **entry}
     if like is not None:
         groups = [dict(g) for g in like["param_groups"]]
+        n = sum(len(g["params"]) for g in groups)
+        if n != len(variables):
+            raise ValueError(f"like has {n} parameters, var_list {len(variables)}")
     else:
         groups = []
         for gi in range(len(opt._groups)):
@@ -167,7 +243,5 @@ def torch_state_dict(
                     {"lr": opt._lr(opt._state(variables[members[0]])), **_torch_group(opt, h), "params": members}
                 )
     if to_torch:
-        import torch
-
-        state = {i: {k: (None if v is None else torch.tensor(v)) for k, v in e.items()} for i, e in state.items()}
+        state = {i: to_torch_tensors(e) for i, e in state.items()}
     return {"state": state, "param_groups": groups}

@@ -31,7 +31,9 @@ def test_mlp_twin() -> None:
     assert list(back) == list(sd)
     assert all(back[k].tobytes() == sd[k].tobytes() for k in sd)
     tnet2 = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.GELU(), torch.nn.Linear(7, 3)).double()
-    tnet2.load_state_dict({k: torch.tensor(v) for k, v in back.items()})
+    with pytest.raises(RuntimeError, match="expected torch.Tensor"):  # NumPy arrays are not what torch loads ...
+        tnet2.load_state_dict(back)
+    tnet2.load_state_dict(rf.nn.export_torch_state_dict(net, tnet2.state_dict(), to_torch=True))  # ... tensors are
     np.testing.assert_array_equal(tnet2(torch.tensor(x)).detach().numpy(), tnet(torch.tensor(x)).detach().numpy())
 
 
@@ -93,3 +95,20 @@ def test_interchange_errors_leave_the_model_unchanged() -> None:
     with pytest.raises(CheckpointError, match="dtype float32 does not match the variable's float64"):
         rf.nn.load_torch_state_dict(net, _np_state(tnet))
     assert all(before[k].tobytes() == v.tobytes() for k, v in net.state_dict().items())
+
+
+def test_torch_layout_of_names_each_variables_conversion() -> None:
+    net = rf.nn.Sequential([rf.nn.Embedding(9, 4), rf.nn.Conv2D(3, 4, 2), rf.nn.Dense(4, 4), rf.nn.LayerNorm(4)])
+    layouts = {n: rf.nn.torch_layout_of(v) for n, v in net.named_variables().items()}
+    assert {n: (r.torch, r.refopt) for n, r in layouts.items()} == {
+        "embedding/embeddings": ("weight", "embeddings"),
+        "conv2_d/kernel": ("weight", "kernel"),
+        "conv2_d/bias": ("bias", "bias"),
+        "dense/kernel": ("weight", "kernel"),
+        "dense/bias": ("bias", "bias"),
+        "layer_norm/gamma": ("weight", "gamma"),
+        "layer_norm/beta": ("bias", "beta"),
+    }
+    w = np.arange(12.0).reshape(3, 4)
+    np.testing.assert_array_equal(layouts["dense/kernel"].to_refopt(w), w.T)
+    assert rf.nn.torch_layout_of(rf.Variable(np.ones(2), name="free")) is None

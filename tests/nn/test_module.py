@@ -98,10 +98,11 @@ def test_freeze_removes_a_subtree_from_trainable_variables() -> None:
     assert len(model.trainable_variables()) == n_all + 1  # unfreeze marks scale trainable too
 
 
-def test_summary_prints_a_table(capsys) -> None:
-    text = Model().summary()
+def test_summary_prints_a_table_once(capsys) -> None:
+    assert Model().summary() is None  # printed, not also returned: a REPL shows it once
     out = capsys.readouterr().out
-    assert text in out
+    text = Model().summary(print_fn=None)
+    assert text + "\n" == out and capsys.readouterr().out == ""
     assert "encoder/dense_1/kernel" in text and "(4, 4)" in text and "float32" in text
     assert "Total params: 102 (trainable: 98, non-trainable: 4)" in text
 
@@ -234,3 +235,145 @@ def test_initialisers_are_seeded_and_backend_independent() -> None:
     np.testing.assert_array_equal(init.constant(2.5)((2,)), [2.5, 2.5])
     with pytest.raises(ValueError, match="unknown initialiser 'xavier'"):
         init.get("xavier")
+
+
+# -- PyTorch / Keras habits: attributes register, siblings get distinct names ---------------
+
+
+class TorchStyle(rf.nn.Module):
+    """Written the way a PyTorch user writes a model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = rf.nn.Dense(2, 8, seed=1)
+        self.act = rf.nn.ReLU()
+        self.fc2 = rf.nn.Dense(8, 1, seed=2)
+        self.temperature = rf.Variable(np.ones(1, np.float32))
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x))) * self.temperature
+
+
+def test_attributes_register_under_their_names_and_train() -> None:
+    model = TorchStyle()
+    assert [(n, v.shape) for n, v in model.named_variables().items()] == [
+        ("temperature", (1,)),
+        ("fc1/kernel", (2, 8)),
+        ("fc1/bias", (8,)),
+        ("fc2/kernel", (8, 1)),
+        ("fc2/bias", (1,)),
+    ]
+    assert list(model.children()) == ["fc1", "act", "fc2"] and model.fc1.path == "fc1"
+    assert model.fc1.kernel is model.named_variables()["fc1/kernel"]
+    outer = rf.nn.Sequential([TorchStyle(), TorchStyle()])  # nested: the path grows
+    assert list(outer.named_variables())[:2] == ["torch_style/temperature", "torch_style/fc1/kernel"]
+    assert "torch_style_1/fc2/bias" in outer.named_variables()
+    # and it trains: every variable moves
+    opt = rf.optim.Adam(model.trainable_variables(), learning_rate=0.1)
+    before = model.state_dict()
+    x = rf.constant(np.array([[0.5, -1.0], [2.0, 0.25]], np.float32))
+    opt.minimize(rf.sum((model(x) - 1.0) ** 2))
+    assert all(not np.array_equal(before[n], v) for n, v in model.state_dict().items())
+
+
+def test_names_are_deterministic_and_an_add_module_child_kept_in_an_attribute_keeps_its_name() -> None:
+    assert list(TorchStyle().named_variables()) == list(TorchStyle().named_variables())
+    assert [n for n, _ in EXPECTED] == list(Model().named_variables())  # self.x = self.add_module(m, "name")
+
+
+def test_unnamed_siblings_get_distinct_names() -> None:
+    m = rf.nn.Module(name="m")
+    a, b = m.add_module(rf.nn.Dense(2, 2)), m.add_module(rf.nn.Dense(2, 2))
+    m.add_module(rf.nn.LayerNorm(2))
+    assert (a.name, b.name) == ("dense", "dense_1")
+    assert list(m.named_variables()) == [
+        "dense/kernel",
+        "dense/bias",
+        "dense_1/kernel",
+        "dense_1/bias",
+        "layer_norm/gamma",
+        "layer_norm/beta",
+    ]
+    with pytest.raises(ValueError, match="already has a variable or module named 'dense'"):
+        m.add_module(rf.nn.Dense(2, 2), "dense")  # an explicit name that is taken is still refused
+
+
+def test_reassigning_replaces_in_place_and_none_or_del_removes() -> None:
+    model = TorchStyle()
+    old = model.fc1
+    model.fc1 = rf.nn.Dense(2, 8, seed=5)  # PyTorch: same name, same place
+    assert list(model.named_variables())[1:3] == ["fc1/kernel", "fc1/bias"]
+    assert model.named_variables()["fc1/kernel"] is model.fc1.kernel and old.path == ""
+    rf.nn.Sequential([old])  # the replaced layer is free again
+    model.fc2 = None
+    assert "fc2/kernel" not in model.named_variables() and model.fc2 is None
+    del model.temperature
+    assert list(model.named_variables()) == ["fc1/kernel", "fc1/bias"]
+    with pytest.raises(TypeError, match="cannot assign int to 'fc1': it is a registered module"):
+        model.fc1 = 3
+    assert "fc1/kernel" in model.named_variables()
+
+
+def test_a_list_of_layers_is_refused_instead_of_silently_untrained() -> None:
+    class Blocks(rf.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = [rf.nn.Dense(2, 2), rf.nn.Dense(2, 2)]
+
+    with pytest.raises(TypeError, match=r"Blocks.blocks: a list of modules registers nothing.*Sequential"):
+        Blocks()
+
+    class Weights(rf.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ws = {"a": rf.Variable(np.ones(2))}
+
+    with pytest.raises(TypeError, match="Weights.ws: a dict of variables registers nothing"):
+        Weights()
+    model = TorchStyle()
+    model.handles = [model.fc1, model.fc1.kernel]  # references to registered things are fine
+    assert len(model.variables()) == 5
+
+
+def test_one_parent_one_owner() -> None:
+    a, b = TorchStyle(), TorchStyle()
+    with pytest.raises(ValueError, match="'fc1' .* already belongs to 'torch_style', and a module has one parent"):
+        b.other = a.fc1
+    with pytest.raises(ValueError, match="variable 'fc1/kernel' .* already belongs to module 'fc1'"):
+        b.tied = a.fc1.kernel
+    b.tied = b.fc1.kernel  # a variable of its own tree: a reference, registered once
+    assert len(b.variables()) == 5 and b.fc1.kernel.name == "fc1/kernel"
+    assert "other" not in b.children() and "tied" not in b.named_variables()
+
+
+def test_forgetting_super_init_is_explained() -> None:
+    class NoSuper(rf.nn.Module):
+        def __init__(self) -> None:
+            self.fc = rf.nn.Dense(2, 2)
+
+    with pytest.raises(AttributeError, match=r"cannot assign Dense 'fc': NoSuper.__init__ has not called super"):
+        NoSuper()
+
+    class NoSuperPlain(rf.nn.Module):
+        def __init__(self) -> None:
+            self.width = 2
+
+        def forward(self, x):
+            return x
+
+    with pytest.raises(AttributeError, match=r"cannot use NoSuperPlain as a layer: .*super\(\)\.__init__"):
+        rf.nn.Sequential([NoSuperPlain()])
+    with pytest.raises(AttributeError, match=r"has no attribute '_modules': its __init__ did not call super"):
+        NoSuperPlain().named_variables()
+
+
+def test_a_deep_copy_owns_its_copied_variables() -> None:
+    import copy
+
+    model = TorchStyle()
+    twin = copy.deepcopy(model)
+    assert list(twin.named_variables()) == list(model.named_variables())
+    assert twin.fc1.kernel is not model.fc1.kernel
+    assert rf.nn.torch_layout_of(twin.fc1.kernel).refopt == "kernel"  # its layer is known: slots convert
+    with pytest.raises(ValueError, match="already belongs to module 'fc1'"):
+        model.stolen = twin.fc1.kernel

@@ -84,3 +84,77 @@ def test_agreement_with_keras_and_bert() -> None:
         assert S.bert(init_lr, n, w)(step) == pytest.approx(float(lr), rel=1e-6, abs=init_lr * 1e-6)
     assert math.isclose(S.bert(init_lr, n, w)(w), init_lr * (1 - w / n))
     np.testing.assert_equal(S.linear_warmup(S.polynomial_decay(1.0, 10), 5)(3), 0.6)
+
+
+OPTAX_PAIRS = [
+    ("constant", (0.0123,), "constant_schedule", (0.0123,)),
+    ("polynomial_decay", (0.1, 50, 0.01, 2.0), "polynomial_schedule", (0.1, 0.01, 2.0, 50)),
+    ("polynomial_decay", (0.1, 50, 0.01, 3), "polynomial_schedule", (0.1, 0.01, 3, 50)),
+    ("polynomial_decay", (3e-4, 37), "polynomial_schedule", (3e-4, 0.0, 1.0, 37)),
+    ("cosine_decay", (0.1, 50, 0.2), "cosine_decay_schedule", (0.1, 50, 0.2)),
+    ("warmup_cosine_decay", (1e-5, 3e-3, 7, 45, 1e-4), "warmup_cosine_decay_schedule", (1e-5, 3e-3, 7, 45, 1e-4)),
+    ("exponential_decay", (0.1, 7, 0.5), "exponential_decay", (0.1, 7, 0.5)),
+    ("exponential_decay", (0.1, 7, 0.93, True), "exponential_decay", (0.1, 7, 0.93, 0, True)),
+]
+
+
+@pytest.fixture
+def jax_x64():
+    """Set JAX's float64 mode for one test, then restore it."""
+    jax = pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    before = jax.config.jax_enable_x64
+
+    def set_mode(on: bool) -> None:
+        jax.config.update("jax_enable_x64", on)
+
+    yield set_mode
+    jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.frameworks
+@pytest.mark.parametrize("x64", [False, True])
+def test_optax_evaluation_of_optax_schedules_bit_for_bit(jax_x64, x64) -> None:
+    """optax calls a schedule on its int32 count: float32 arithmetic even with x64 on."""
+    jax_x64(x64)
+    import jax.numpy as jnp
+    import optax
+
+    differs_from_double = 0
+    for mine_name, args, theirs_name, targs in OPTAX_PAIRS:
+        mine, theirs = getattr(S, mine_name)(*args), getattr(optax, theirs_name)(*targs)
+        for k in range(90):
+            want = theirs(jnp.asarray(k, jnp.int32))
+            assert mine.optax_value(k, x64) == float(np.asarray(want)), (mine_name, args, k)
+            differs_from_double += mine.optax_value(k, x64) != mine(k)
+    assert differs_from_double > 100  # what the plain double evaluation would have missed
+
+
+@pytest.mark.frameworks
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_optax_adam_with_a_schedule_bit_for_bit(jax_x64, dtype) -> None:
+    import refopt as rf
+    from refopt.optim import Adam
+
+    jax_x64(dtype == "float64")
+    import jax.numpy as jnp
+    import optax
+
+    rng = np.random.default_rng(0)
+    init = {"w": rng.standard_normal((5, 3)).astype(dtype), "b": rng.standard_normal(3).astype(dtype)}
+    for mine, theirs in (
+        (S.polynomial_decay(0.1, 20, 0.001), optax.polynomial_schedule(0.1, 0.001, 1.0, 20)),
+        (S.warmup_cosine_decay(0.0, 0.05, 3, 20, 1e-3), optax.warmup_cosine_decay_schedule(0.0, 0.05, 3, 20, 1e-3)),
+    ):
+        tx = optax.adam(theirs)
+        params = {k: jnp.asarray(v) for k, v in init.items()}
+        state = tx.init(params)
+        variables = {k: rf.Variable(v.copy(), name=k) for k, v in init.items()}
+        opt = Adam(list(variables.values()), learning_rate=mine, convention="optax")
+        for _ in range(12):
+            grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in init.items()}
+            updates, state = tx.update({k: jnp.asarray(g) for k, g in grads.items()}, state, params)
+            params = optax.apply_updates(params, updates)
+            opt.apply_gradients([(grads[k], v) for k, v in variables.items()])
+            for k, v in variables.items():
+                assert v.numpy().tobytes() == np.asarray(params[k]).tobytes(), (type(mine).__name__, k)

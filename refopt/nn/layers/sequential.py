@@ -23,13 +23,7 @@ class Sequential(Module):
             self.append(layer)
 
     def append(self, layer: Module) -> Module:
-        name = layer.name
-        if not layer._explicit_name:
-            base, k = name, 0
-            while name in self._modules or name in self._variables:
-                k += 1
-                name = f"{base}_{k}"
-        self.add_module(layer, name)
+        self.add_module(layer)  # a taken default name gets a suffix; a taken explicit name is refused
         self.layers.append(layer)
         return layer
 
