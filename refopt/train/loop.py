@@ -689,6 +689,9 @@ def fit(
         raise ValueError(f"max_steps must be a non-negative integer, got {max_steps!r}")
     if not (_is_int(checkpoint_every) and checkpoint_every >= 1):
         raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    unknown = sorted(set(overrides) - {f.name for f in TrainConfig.fields()})
+    if unknown:
+        raise ValueError(f"unknown training options {unknown}")
     max_steps = max_steps or None
     folder = Path(out) if out is not None else None
     if folder is not None and folder.exists() and not folder.is_dir():
@@ -708,24 +711,20 @@ def fit(
             for k in given
             if k != "data" and (list(given[k]) if isinstance(given[k], tuple) else given[k]) != stored.get(k, given[k])
         ]
-        unknown = [k for k in given if k not in stored]
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}")
         if diff:
             raise ValueError(
                 f"a resumed run keeps the configuration of its checkpoint; these options differ: {', '.join(diff)}"
             )
     else:
-        if folder is not None:
-            present = [n for n in _OUR_FILES if (folder / n).exists()]
-            if present and not overwrite:
-                raise ValueError(
-                    f"{str(folder)!r} already holds a training run ({', '.join(present)}); continue it with resume "
-                    "(--resume) or start over with overwrite (--overwrite)"
-                )
-            for n in present:
-                (folder / n).unlink()
-        trainer = Trainer(config, data, **overrides)
+        present = [n for n in _OUR_FILES if folder is not None and (folder / n).exists()]
+        if present and not overwrite:
+            raise ValueError(
+                f"{str(folder)!r} already holds a training run ({', '.join(present)}); continue it with resume "
+                "(--resume) or start over with overwrite (--overwrite)"
+            )
+        trainer = Trainer(config, data, **overrides)  # options and data checked before the old run goes
+        for n in present:
+            (folder / n).unlink()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a process killed while writing

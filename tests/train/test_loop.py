@@ -258,6 +258,9 @@ def test_resume_refuses_what_does_not_fit(tmp_path) -> None:
     (out / "checkpoint.npz").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(FileFormatError, match="truncated or corrupted"):
         fit(out=out, resume=True, **QUIET)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        fit(out=out, overwrite=True, learning_rate=-1.0, **QUIET)
+    assert (out / "metrics.jsonl").exists() and (out / "config.json").exists()  # bad options delete nothing
     fresh = fit(out=out, overwrite=True, epochs=1, **QUIET)  # --overwrite starts over
     assert fresh.stopped == "finished" and len(_metrics(out)) == 1
 
@@ -366,8 +369,10 @@ def test_loss_curve_tracks_pytorch_over_100_steps(case) -> None:
     net = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10)
     ).double()
-    weights = rf.nn.export_torch_state_dict(t.model, net.state_dict())  # the same initial weights
-    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    torch.manual_seed(0)
+    for layer in (net[1], net[3]):
+        layer.reset_parameters()  # torch's own initialisation ...
+    rf.nn.load_torch_state_dict(t.model, net.state_dict())  # ... imported into the refopt model
     if kw["optimizer"] == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=kw["learning_rate"])
     else:
