@@ -4,7 +4,7 @@ import refopt as rf
 """
 
 from refopt import autodiff as _autodiff
-from refopt import nn, optim  # noqa: E402  (after the ops they build on)
+from refopt import nn, optim, train  # noqa: E402  (after the ops they build on)
 from refopt import ops as _ops
 from refopt._version import __version__
 from refopt.autodiff import *  # noqa: F403  (refopt.autodiff.__all__)
@@ -18,6 +18,7 @@ __all__ = [
     "current_mode",
     "nn",
     "optim",
+    "train",
     "use_backend",
     "use_mode",
     *_autodiff.__all__,

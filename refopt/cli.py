@@ -4,11 +4,12 @@
     refopt golden (--scenario NAME | --config FILE) --out FILE [--framework F] [--dtype D]
     refopt compare A B [--plot out.png] [--json]
     refopt scenarios [--json]
+    refopt train --out DIR [--data digits|FILE] [--model mlp|cnn] [--optimizer ...] [--resume] ...
     refopt --version
 
 ``verify`` exits 1 when any scenario misses its stated tolerance against a framework (or a
 framework fails to run it), 0 otherwise; ``compare`` exits 1 when the trajectories differ.
-``refopt`` alone prints the help.
+``train``'s flags and exit statuses: refopt/train/command.py.  ``refopt`` alone prints the help.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,27 +25,24 @@ __all__ = ["main"]
 
 
 class _Progress:
-    """A progress bar on stderr: redrawn in place on a terminal, one line per item in logs."""
+    """verify's progress bar (tqdm) on stderr: ``progress(i, n, label)`` after item i of n."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.start = time.monotonic()
+        self.bar: Any = None
 
     def __call__(self, i: int, n: int, label: str) -> None:
         if self.quiet:
             return
-        width = 24
-        filled = int(width * i / max(n, 1))
-        bar = "#" * filled + "-" * (width - filled)
-        line = f"[{bar}] {i:>3}/{n} {time.monotonic() - self.start:6.1f}s  {label}"
-        if self.tty:
-            sys.stderr.write("\r" + line[:140].ljust(140))
-            if i == n:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if self.bar is None:
+            from tqdm import tqdm
+
+            tty = sys.stderr.isatty()
+            self.bar = tqdm(total=n, unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=0.1 if tty else 2.0)
+        self.bar.set_postfix_str(label[:100], refresh=False)
+        self.bar.update(i - self.bar.n)
+        if i == n:
+            self.bar.close()
 
 
 def _load_scenario(args: argparse.Namespace) -> Any:
@@ -166,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="refopt", description="refopt: golden optimizer trajectories and conformance")
     p.add_argument("--version", action="version", version=f"refopt {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{verify,golden,compare,scenarios}")
+    sub = p.add_subparsers(dest="command", metavar="{verify,golden,compare,scenarios,train}")
 
     v = sub.add_parser("verify", help="check refopt against every installed framework (or the shipped golden files)")
     v.add_argument("--frameworks", nargs="+", metavar="F", help="columns to check (torch, keras, tf1, optax, ...)")
@@ -197,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scenarios", help="list the scenario registry")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_scenarios)
+
+    from refopt.train.command import add_arguments, run
+
+    t = sub.add_parser("train", help="train a small model (MLP or CNN) on the bundled digits or your data")
+    add_arguments(t)
+    t.set_defaults(fn=run)
     return p
 
 
