@@ -69,6 +69,8 @@ def _load_scenario(args: argparse.Namespace) -> Any:
         path = Path(args.config)
         if path.is_dir():
             raise CommandError(f"config {args.config!r} is a folder, not a JSON file")
+        if path.exists() and not path.is_file():
+            raise CommandError(f"config {args.config!r} is not a regular file")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -338,6 +338,8 @@ def read_arrays(
         raise FileNotFoundError(f"{where} does not exist")
     if path.is_dir():
         raise FileFormatError(f"{where} is a folder, not a file")
+    if not path.is_file():  # a FIFO would block, a device never end
+        raise FileFormatError(f"{where} is not a regular file")
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         head = fh.read(4)

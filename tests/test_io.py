@@ -106,6 +106,9 @@ def test_random_bytes_empty_files_and_folders_say_what_they_are(tmp_path) -> Non
     (tmp_path / "folder.npz").mkdir()
     with pytest.raises(rio.FileFormatError, match="is a folder, not a file"):
         rio.read_arrays(tmp_path / "folder.npz", "test", (1,))
+    os.mkfifo(tmp_path / "fifo.npz")  # opening it to read would wait for a writer forever
+    with pytest.raises(rio.FileFormatError, match="is not a regular file"):
+        rio.read_arrays(tmp_path / "fifo.npz", "test", (1,))
 
 
 def _meta_member(arrays_meta: dict, kind: str = "test") -> bytes:
