@@ -427,13 +427,14 @@ def test_fuzz_every_truncation_and_a_bit_flip_at_every_offset(tmp_path, case) ->
     path, attempt = case(tmp_path)
     raw = path.read_bytes()
     assert len(raw) < 4096  # small files: the whole suite runs in seconds
-    bad = tmp_path / "bad.npz"
     outcomes = {"refused": 0, "loaded": 0}
     variants = [raw[:n] for n in range(len(raw))]
     variants += [raw[:i] + bytes([raw[i] ^ (1 << (i % 8))]) + raw[i + 1 :] for i in range(len(raw))]
-    for data in variants:
+    for i, data in enumerate(variants):
+        bad = tmp_path / f"bad{i}.npz"  # a new file each time: rewriting one in place flushes on ext4
         bad.write_bytes(data)
         outcome, ok = attempt(bad)  # any other exception fails the test here
+        bad.unlink()
         assert ok, (outcome, len(data))
         outcomes[outcome] += 1
     assert outcomes["refused"] > len(raw)  # every truncation, and most flips (the rest: bytes no reader uses)
