@@ -162,6 +162,7 @@ _NPY_MAGIC = b"\x93NUMPY"
 _MAX_NPY_HEADER = 1 << 16  # NumPy writes a header of a few hundred bytes at most
 _ZIP_LOCAL_HEADER = 30  # fixed part of a zip local file header
 _ENCRYPTED = 0x1
+_UTF8_NAME = 0x800  # zip flag: the member's name is UTF-8 (else code page 437)
 
 
 def _sniff(head: bytes) -> str:
@@ -258,7 +259,8 @@ def _check_members(zf: zipfile.ZipFile, size: int, where: str) -> dict[str, zipf
     for info in sorted(infos.values(), key=lambda i: i.header_offset):
         if info.header_offset < end:
             raise FileFormatError(f"{where}: its members overlap (member {info.filename!r}; corrupted or crafted)")
-        end = info.header_offset + _ZIP_LOCAL_HEADER + len(info.orig_filename.encode("utf-8")) + info.file_size
+        name_bytes = len(info.orig_filename.encode("utf-8" if info.flag_bits & _UTF8_NAME else "cp437"))
+        end = info.header_offset + _ZIP_LOCAL_HEADER + name_bytes + info.file_size
         if end > size:
             raise FileFormatError(f"{where}: member {info.filename!r} extends past the end of the file (truncated)")
     return infos

@@ -36,6 +36,12 @@ def test_round_trip_order_and_numpy_only_reader(tmp_path) -> None:
     assert plain_meta == meta and set(plain) == set(arrays)
 
 
+def test_non_ascii_names_round_trip(tmp_path) -> None:
+    arrays = {"größe/ß": np.arange(3.0), "模型/权重": np.ones(2, np.float32)}
+    back, _ = rio.read_arrays(rio.write_arrays(tmp_path / "u.npz", arrays, "test", 1), "test", (1,))
+    assert list(back) == list(arrays) and all(np.array_equal(back[k], v) for k, v in arrays.items())
+
+
 def test_same_content_same_bytes(tmp_path) -> None:
     a = rio.write_arrays(tmp_path / "a.npz", _arrays(), kind="test", schema_version=1)
     b = rio.write_arrays(tmp_path / "b.npz", _arrays(), kind="test", schema_version=1)
