@@ -17,7 +17,7 @@ Exit codes, the same for every subcommand:
   installed -- or an internal error.
 
 Errors are one line on stderr (``refopt <command>: <what is wrong>``), never a traceback;
-``--debug`` prints the traceback too.
+``--debug`` prints the traceback too.  Ctrl-C ends a command with 130, as shells report it.
 """
 
 from __future__ import annotations
