@@ -53,7 +53,7 @@ import numpy as np
 
 from refopt._version import __version__
 
-__all__ = ["META_KEY", "FileFormatError", "write_arrays", "read_arrays", "digest"]
+__all__ = ["META_KEY", "FileFormatError", "write_arrays", "read_arrays", "check_fields", "digest"]
 
 META_KEY = "__refopt__"
 _ALLOWED_KINDS = "biufc"  # bool, ints, uints, floats, complex: never object arrays
@@ -406,3 +406,15 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> bytes:
     except Exception as exc:  # zipfile's errors on damaged bytes (CRC, headers, names)
         raise FileFormatError(f"{what} is corrupted: {exc}") from exc
     return data
+
+
+_OWN_FIELDS = ("kind", "schema_version", "refopt_version", "arrays")
+
+
+def check_fields(meta: Mapping[str, Any], where: str, fields: tuple[str, ...]) -> None:
+    """A file kind's metadata must hold exactly ``fields`` besides :func:`write_arrays`'s
+    own; a missing or unexpected one is a :class:`FileFormatError` naming it."""
+    missing = [k for k in fields if k not in meta]
+    unexpected = [k for k in meta if k not in fields and k not in _OWN_FIELDS]
+    if missing or unexpected:
+        raise FileFormatError(f"{where}: its metadata fields do not fit (missing {missing}, unexpected {unexpected})")

@@ -22,7 +22,7 @@ import numpy as np
 
 from refopt import backend
 from refopt.autodiff.tensor import Tensor, Variable, to_numpy
-from refopt.io import read_arrays, write_arrays
+from refopt.io import check_fields, read_arrays, write_arrays
 from refopt.nn import init as initializers
 
 __all__ = ["Module", "CheckpointError", "CHECKPOINT_KIND", "CHECKPOINT_SCHEMA"]
@@ -275,7 +275,8 @@ class Module:
         """Load a checkpoint written by :meth:`save`; refuses pickles, corrupted or
         truncated files and mismatched names, shapes or dtypes, leaving the model
         unchanged."""
-        arrays, _ = read_arrays(path, CHECKPOINT_KIND, (CHECKPOINT_SCHEMA,))
+        arrays, meta = read_arrays(path, CHECKPOINT_KIND, (CHECKPOINT_SCHEMA,))
+        check_fields(meta, f"{CHECKPOINT_KIND} file {str(path)!r}", ("model", "variables"))
         self.load_state_dict(arrays)
 
     # -- display --------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import numpy as np
 from refopt import backend
 from refopt.autodiff.graph import gradients
 from refopt.autodiff.tensor import Tensor, Variable, to_numpy
-from refopt.io import FileFormatError, read_arrays, write_arrays
+from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
 from refopt.optim.clipping import clip_arrays
 from refopt.optim.conventions import DEFAULTS, check_convention, rule_title, scalar, via_float32
 
@@ -804,9 +804,9 @@ class Optimizer:
         """Read a file written by :meth:`save` (pickle-free, checked) into this optimizer."""
         arrays, meta = read_arrays(path, STATE_KIND, (STATE_SCHEMA,))
         where = f"{STATE_KIND} file {str(path)!r}"
-        lacking = [k for k in ("rule", "convention", "iterations", "groups", "steps") if k not in meta]
-        if lacking or not isinstance(meta["steps"], dict):
-            raise FileFormatError(f"{where}: its metadata lacks {lacking or ['a steps table']}")
+        check_fields(meta, where, ("rule", "convention", "iterations", "groups", "steps"))
+        if not isinstance(meta["steps"], dict):
+            raise FileFormatError(f"{where}: its metadata's 'steps' must map variable names to step counts")
         variables: dict[str, dict] = {n: {"step": s, "slots": {}} for n, s in meta["steps"].items()}
         for key, a in arrays.items():
             name, _, slot = key.rpartition("/")

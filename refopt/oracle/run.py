@@ -95,15 +95,13 @@ class Run:
     def load(path: Any) -> Run:
         """Read a file written by :meth:`save`; every field and array is checked first
         (``refopt.io.FileFormatError`` names the file and the problem)."""
-        from refopt.io import FileFormatError, read_arrays
+        from refopt.io import FileFormatError, check_fields, read_arrays
 
         arrays, meta = read_arrays(path, "refopt.run", (1,))
         where = f"refopt.run file {str(path)!r}"
         fields = ("rule", "convention", "dtype", "names", "hyper", "lr_multipliers", "exclude_from_weight_decay")
         fields += ("clip", "steps", "masked")
-        lacking = [k for k in fields if k not in meta]
-        if lacking:
-            raise FileFormatError(f"{where}: its metadata lacks {lacking}")
+        check_fields(meta, where, fields)
         names, steps, masked = meta["names"], meta["steps"], meta["masked"]
         if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
             raise FileFormatError(f"{where}: 'names' must be a list of distinct strings")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from refopt.io import FileFormatError, read_arrays, write_arrays
+from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
 
 __all__ = ["Trajectory", "Recorder", "save", "load", "machine_info", "KIND", "SCHEMA"]
 
@@ -170,9 +170,7 @@ def _assemble(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str) -
     def bad(problem: str) -> FileFormatError:
         return FileFormatError(f"{where}: {problem}")
 
-    lacking = [k for k in _META_FIELDS if k not in meta]
-    if lacking:
-        raise bad(f"its metadata lacks {lacking}")
+    check_fields(meta, where, _META_FIELDS)
     names, slot_names = meta["names"], meta["slots"]
     if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
         raise bad("'names' must be a list of distinct strings")

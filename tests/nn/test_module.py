@@ -217,6 +217,13 @@ def test_truncated_corrupted_and_pickled_checkpoints_are_refused(tmp_path) -> No
     with pytest.raises(rio.FileFormatError, match="no refopt metadata"):
         b.load(foreign)
 
+    arrays, meta = rio.read_arrays(path, "refopt.checkpoint", (1,))
+    noted = rio.write_arrays(
+        tmp_path / "noted.npz", arrays, "refopt.checkpoint", 1, extra={"model": "Model", "variables": [], "note": 1}
+    )
+    with pytest.raises(rio.FileFormatError, match=r"metadata fields do not fit \(missing \[\], unexpected \['note'\]"):
+        b.load(noted)
+
     other = Model()
     other.add_module(rf.nn.Dense(2, 2), "extra")
     wrong = other.save(tmp_path / "wrong.npz")

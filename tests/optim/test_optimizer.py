@@ -464,7 +464,7 @@ def test_optimizer_file_refusals_change_nothing(tmp_path) -> None:
         b.load(orphan)
     extra = {k: meta[k] for k in ("rule", "convention", "groups", "steps")}
     no_count = write_arrays(tmp_path / "nocount.npz", arrays, "refopt.optimizer_state", 1, extra=extra)
-    with pytest.raises(FileFormatError, match=r"lacks \['iterations'\]"):
+    with pytest.raises(FileFormatError, match=r"missing \['iterations'\], unexpected \[\]"):
         b.load(no_count)
     less = {k: v for k, v in arrays.items() if k != "b/kernel/v_max"}  # one slot missing: an error, not a merge
     short = write_arrays(tmp_path / "short.npz", less, "refopt.optimizer_state", 1, extra={k: meta[k] for k in keys})

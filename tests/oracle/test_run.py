@@ -36,7 +36,8 @@ def test_round_trip_is_exact(tmp_path) -> None:
         (lambda a, m: m.update(steps="20"), "'steps' must be an int"),
         (lambda a, m: m.update(hyper={"betas": 1}), r"unknown hyperparameters \['betas'\]"),
         (lambda a, m: m.update(rule="lion"), "rule must be sgd, adam or adamw"),
-        (lambda a, m: m.pop("clip"), r"its metadata lacks \['clip'\]"),
+        (lambda a, m: m.pop("clip"), r"missing \['clip'\], unexpected \[\]"),
+        (lambda a, m: m.update(note=1), r"missing \[\], unexpected \['note'\]"),
     ],
 )
 def test_files_that_do_not_make_a_run_are_refused(tmp_path, change, message) -> None:

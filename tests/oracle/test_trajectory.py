@@ -82,7 +82,8 @@ def _rewritten(path, tmp_path, change):
         (lambda a, m: a.pop("slots/head/kernel/v_max"), r"missing \['slots/head/kernel/v_max'\]"),
         (lambda a, m: a.update({"slots/head/kernel/extra": a["slots/head/kernel/m"]}), r"unexpected \['slots/head"),
         (lambda a, m: m["slots"]["head/kernel"].append("w"), r"missing \['slots/head/kernel/w'\]"),
-        (lambda a, m: m.pop("names"), r"its metadata lacks \['names'\]"),
+        (lambda a, m: m.pop("names"), r"metadata fields do not fit \(missing \['names'\], unexpected \[\]\)"),
+        (lambda a, m: m.update(colour="red"), r"metadata fields do not fit \(missing \[\], unexpected \['colour'\]\)"),
         (lambda a, m: m.update(names=["head/kernel", "head/kernel"]), "'names' must be a list of distinct strings"),
         (
             lambda a, m: a.update(lrs=a["lrs"][:-1]),
