@@ -137,7 +137,12 @@ def elementwise() -> dict:
 
 
 def main() -> None:
-    payload = {"threads": THREADS, "matmul_1024": matmul(), "mlp_training_step": mlp_step(), "elementwise": elementwise()}
+    payload = {
+        "threads": THREADS,
+        "matmul_1024": matmul(),
+        "mlp_training_step": mlp_step(),
+        "elementwise": elementwise(),
+    }
     path = write("reproducible" if THREADS is None else f"reproducible-{THREADS}thread", payload)
     import json
 

@@ -5,7 +5,8 @@ namespace (``xp = namespace(a)``) and call the array-API functions on it.  This 
 is the one place that knows the libraries by name.  It holds
 
 * :func:`namespace` / :func:`device_of` — the namespace and device of an array;
-* :func:`use_backend` — where *new* values are created (NumPy by default);
+* :func:`use_backend` — where *new* values are created (NumPy by default), per thread and
+  per asyncio task;
 * :func:`asarray` / :func:`move` — explicit creation and device moves (never implicit);
 * :func:`host_rng` — the seeded NumPy generator every random draw comes from, so that
   NumPy and CuPy runs see the same numbers;
@@ -19,6 +20,7 @@ to prove that no op relies on a NumPy-only function.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import math
 from types import ModuleType
@@ -47,7 +49,9 @@ __all__ = [
 
 BACKENDS = ("numpy", "cupy", "array_api_strict")
 
-_current = "numpy"
+# Where new values are created: a context variable, so that a ``with use_backend(...)``
+# in one thread (or asyncio task) never changes where another thread's values land.
+_current: contextvars.ContextVar[str] = contextvars.ContextVar("refopt_backend", default="numpy")
 _modules: dict[str, ModuleType] = {"numpy": np}
 
 
@@ -110,30 +114,31 @@ def device_of(a: Any) -> str:
 
 
 def current_backend() -> str:
-    """The backend new values are created on."""
-    return _current
+    """The backend new values are created on (in this thread / asyncio task)."""
+    return _current.get()
 
 
 class use_backend:
-    """Set where new values are created: a plain call sets it, a ``with`` block restores it.
+    """Set where new values are created: a plain call sets it for this thread or asyncio
+    task, a ``with`` block restores the previous backend on exit.
 
-    >>> rf.use_backend("cupy")            # from now on
+    The setting is a context variable: other threads keep their own (a new thread starts
+    on NumPy), and an asyncio task sees the setting of the code that created it.
+
+    >>> rf.use_backend("cupy")            # from now on, in this thread
     >>> with rf.use_backend("numpy"): ... # only inside the block
     """
 
     def __init__(self, name: str) -> None:
-        global _current
         _load(name)
-        self._previous = _current
         self.name = name
-        _current = name
+        self._token = _current.set(name)
 
     def __enter__(self) -> use_backend:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _current
-        _current = self._previous
+        _current.reset(self._token)
 
 
 _DTYPE_NAMES = ("float32", "float64", "int32", "int64", "bool", "int8", "int16", "uint8")
@@ -174,7 +179,7 @@ def asarray(value: Any, dtype: Any = None, backend: str | None = None) -> Any:
     Python scalars and lists follow NumPy's inference (float -> float64, int -> int64).
     An array already on another device is *not* moved here: use :func:`move`.
     """
-    name = backend or _current
+    name = backend or _current.get()
     xp = _load(name)
     if hasattr(value, "__array_namespace__") or isinstance(value, np.generic):
         src = backend_name(value)

@@ -3,6 +3,8 @@ the deterministic scatter-add; and the CuPy tier (marked gpu)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import mpmath
@@ -26,6 +28,63 @@ def test_use_backend_plain_call_and_context() -> None:
         rf.use_backend("numpy")
     with pytest.raises(ValueError, match="unknown backend 'jax'; valid backends are numpy, cupy, array_api_strict"):
         rf.use_backend("jax")
+
+
+def test_use_backend_is_per_thread() -> None:
+    """Inside one thread's ``with use_backend(...)``, another thread's new values stay on
+    its own backend (and a plain call in a thread does not leak out of it)."""
+    inside, checked = threading.Event(), threading.Event()
+    seen: dict[str, str] = {}
+
+    def holder() -> None:
+        with rf.use_backend("array_api_strict"):
+            seen["holder"] = rf.constant([1.0]).backend
+            inside.set()
+            checked.wait(timeout=30)
+            seen["holder_after"] = rf.current_backend()
+
+    def other() -> None:
+        inside.wait(timeout=30)
+        seen["other"] = rf.constant([1.0]).backend
+        seen["other_var"] = rf.Variable(np.ones(2)).backend
+        rf.use_backend("array_api_strict")  # a plain call: this thread only
+        seen["other_plain"] = rf.current_backend()
+        checked.set()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert seen == {
+        "holder": "array_api_strict",
+        "other": "numpy",
+        "other_var": "numpy",
+        "other_plain": "array_api_strict",
+        "holder_after": "array_api_strict",
+    }
+    assert rf.current_backend() == "numpy"  # neither thread changed the main thread's backend
+
+
+def test_use_backend_is_per_asyncio_task() -> None:
+    async def strict(gate: asyncio.Event, done: asyncio.Event) -> str:
+        with rf.use_backend("array_api_strict"):
+            gate.set()
+            await done.wait()  # the other task runs while this block is open
+            return rf.constant([1.0]).backend
+
+    async def plain(gate: asyncio.Event, done: asyncio.Event) -> str:
+        await gate.wait()
+        out = rf.constant([1.0]).backend
+        done.set()
+        return out
+
+    async def main() -> list[str]:
+        gate, done = asyncio.Event(), asyncio.Event()
+        return list(await asyncio.gather(strict(gate, done), plain(gate, done)))
+
+    assert asyncio.run(main()) == ["array_api_strict", "numpy"]
+    assert rf.current_backend() == "numpy"
 
 
 def test_move_round_trip_is_exact() -> None:

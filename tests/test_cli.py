@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,3 +93,89 @@ def test_version_and_bare_command_print_help() -> None:
     proc = _run()
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.startswith("usage: refopt") and "verify" in proc.stdout and "--version" in proc.stdout
+
+
+def _no_traceback(proc) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # one clear line
+
+
+def test_every_kind_of_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path) -> None:
+    """Exit 2 means "no answer" -- never 1, which means "the trajectories differ"."""
+    good = tmp_path / "good.npz"
+    assert _run("golden", "--scenario", "adam-tf1", "--out", str(good)).returncode == 0
+    raw = good.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).integers(0, 256, 999, np.uint8).tobytes())
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
+    (tmp_path / "broken.json").write_text('{"name": ')
+    sc = json.loads(_run("scenarios", "--json").stdout)["adam-tf1"]
+    (tmp_path / "negative.json").write_text(json.dumps({**sc, "optimizer": {**sc["optimizer"], "learning_rate": -0.1}}))
+    (tmp_path / "unknown.json").write_text(json.dumps({**sc, "colour": "red"}))
+    (tmp_path / "afile").write_text("x")
+    out = str(tmp_path / "o.npz")
+    cases = [
+        (("compare", str(tmp_path / "missing.npz"), str(good)), "does not exist"),
+        (("compare", str(tmp_path / "trunc.npz"), str(good)), "truncated or corrupted|ends early"),
+        (("compare", str(good), str(tmp_path / "random.npz")), "not a zip/.npz file"),
+        (("compare", str(tmp_path), str(good)), "is a folder, not a file"),
+        (("compare", str(good), str(good), "--plot", str(tmp_path)), "--plot .* is a folder"),
+        (("verify", "--scenarios", "adam-tf1", "--out", str(tmp_path / "afile")), "is an existing file, not a folder"),
+        (("golden", "--scenario", "adam-tf1", "--out", str(tmp_path)), "--out .* is a folder, not a file"),
+        (("golden", "--config", str(tmp_path), "--out", out), "is a folder, not a JSON file"),
+        (("golden", "--config", str(tmp_path / "list.json"), "--out", out), "a scenario is a JSON object"),
+        (("golden", "--config", str(tmp_path / "broken.json"), "--out", out), "is not valid JSON"),
+        (("golden", "--config", str(tmp_path / "negative.json"), "--out", out), "learning_rate at step 0 is -0.1"),
+        (("golden", "--config", str(tmp_path / "unknown.json"), "--out", out), r"unknown fields \['colour'\]"),
+        (("golden", "--config", str(tmp_path / "nope.json"), "--out", out), "No such file or directory"),
+    ]
+    if importlib.util.find_spec("cupy") is None:
+        (tmp_path / "cupy.json").write_text(json.dumps({**sc, "backend": "cupy"}))
+        cases.append(
+            (("golden", "--config", str(tmp_path / "cupy.json"), "--out", out), "backend 'cupy' is not installed")
+        )
+    for args, message in cases:
+        proc = _run(*args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        _no_traceback(proc)
+        assert proc.stderr.startswith(f"refopt {args[0]}: ") and re.search(message, proc.stderr), (args, proc.stderr)
+    assert not (tmp_path / "o.npz").exists()
+    debug = _run("--debug", "compare", str(tmp_path / "random.npz"), str(good))
+    assert debug.returncode == 2 and "Traceback" in debug.stderr and "FileFormatError" in debug.stderr
+
+
+def test_compare_exits_1_for_every_kind_of_difference_and_0_only_when_identical(tmp_path) -> None:
+    good = _run("golden", "--scenario", "adam-tf1", "--out", str(tmp_path / "a.npz"))
+    assert good.returncode == 0
+    a = load(tmp_path / "a.npz")
+    no_slot = load(tmp_path / "a.npz")
+    del no_slot.slots["head/kernel"]["v"]
+    lrs = load(tmp_path / "a.npz")
+    lrs.lrs[3] *= 1.5
+    grads = load(tmp_path / "a.npz")
+    grads.grads["head/kernel"][2, 1, 1] += 1.0
+    for name, traj in (("no_slot", no_slot), ("lrs", lrs), ("grads", grads)):
+        traj.save(tmp_path / f"{name}.npz")
+        proc = _run("compare", str(tmp_path / "a.npz"), str(tmp_path / f"{name}.npz"))
+        assert proc.returncode == 1 and "identical" not in proc.stdout, (name, proc.stdout)
+    assert (
+        "slot 'v' of 'head/kernel' only in the first trajectory"
+        in _run("compare", str(tmp_path / "a.npz"), str(tmp_path / "no_slot.npz")).stdout
+    )
+    a.save(tmp_path / "same.npz")
+    assert _run("compare", str(tmp_path / "a.npz"), str(tmp_path / "same.npz")).returncode == 0
+
+
+def test_an_internal_error_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
+    from refopt import cli
+
+    def broken(args):
+        raise ZeroDivisionError("a refopt bug")
+
+    monkeypatch.setattr(cli, "cmd_scenarios", broken)
+    assert cli.main(["scenarios"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "refopt scenarios: internal error: ZeroDivisionError: a refopt bug (run with --debug for the traceback)\n"
+    )

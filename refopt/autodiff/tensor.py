@@ -243,6 +243,29 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _describe_input(d: Any) -> str:
+    if hasattr(d, "shape") and hasattr(d, "dtype"):
+        return f"{backend.dtype_name(d.dtype)}{tuple(d.shape)}"
+    return type(d).__name__
+
+
+def _op_error(name: str, exc: Exception, datas: Sequence[Any], kwargs: dict) -> Exception:
+    """The error an op raises when its forward fails: the op, its inputs' dtypes and
+    shapes, and the original message, as the nearest built-in class of the original (a
+    library's exception class may not take a message alone); the caller chains the
+    original with ``from``."""
+    msg = str(exc)
+    if not msg.startswith(f"refopt.{name}:"):
+        inputs = ", ".join(_describe_input(d) for d in datas)
+        opts = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        msg = f"refopt.{name}: {type(exc).__name__}: {msg} (inputs: {inputs}{'; ' + opts if opts else ''})"
+    cls = next(c for c in type(exc).__mro__ if c.__module__ == "builtins")
+    try:
+        return cls(msg)
+    except Exception:  # a built-in with another constructor (UnicodeError's family)
+        return RuntimeError(msg)
+
+
 def make_node(data: Any, prim: Primitive, args: tuple, kwargs: dict) -> Tensor:
     """A Tensor with value ``data`` recorded as ``prim(*args, **kwargs)`` (no forward run)."""
     t = Tensor.__new__(Tensor)
@@ -305,6 +328,8 @@ class Primitive:
             elif ac is float or ac is int:  # weak; NumPy scalars are arrays
                 datas.append(a)
                 continue
+            elif ac is complex:
+                self._complex_error(a)
             elif isinstance(a, Tensor):
                 d = a.data
                 if isinstance(a, Variable):
@@ -338,8 +363,7 @@ class Primitive:
         try:
             out = self.fwd(*datas, **kwargs)
         except Exception as exc:
-            shapes = ", ".join(str(tuple(d.shape)) for d in datas if hasattr(d, "shape"))
-            raise type(exc)(f"refopt.{self.name}: {exc} (input shapes: {shapes})") from exc
+            raise _op_error(self.name, exc, datas, kwargs) from exc
         if out.__class__ is not cls:
             out = _normalize(out)
         t = Tensor.__new__(Tensor)
@@ -350,6 +374,12 @@ class Primitive:
         else:
             t._node = None
         return t
+
+    def _complex_error(self, value: complex) -> None:
+        raise TypeError(
+            f"refopt.{self.name}: complex input {value!r}; refopt computes in float32 and float64 "
+            "(a complex scalar would silently promote the result to complex)"
+        )
 
     def _device_error(self, args: Sequence[Any]) -> None:
         places = []

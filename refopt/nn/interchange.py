@@ -151,6 +151,8 @@ def load_torch_state_dict(
 ) -> None:
     """Load a PyTorch ``state_dict`` (NumPy arrays, or CPU tensors) into ``model``,
     converting each layout by ``TORCH_LAYOUT``.  All-or-nothing."""
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"a torch state_dict is a mapping of names to arrays, not {type(state_dict).__name__}")
     keys = list(state_dict)
     used: set[str] = set()
     staged: dict[str, np.ndarray] = {}
@@ -166,7 +168,12 @@ def load_torch_state_dict(
                 continue
             if tkey not in state_dict:
                 raise CheckpointError(f"torch key {tkey!r} (for {var.name!r}) is missing from the state dict")
-            arr = rule.to_refopt(np.asarray(to_numpy(state_dict[tkey])))
+            try:
+                arr = rule.to_refopt(np.asarray(to_numpy(state_dict[tkey])))
+            except Exception as exc:  # not an array, or one the layout cannot take (wrong rank)
+                raise CheckpointError(
+                    f"torch key {tkey!r} cannot become {var.name!r} by '{rule.layout}': {exc}"
+                ) from exc
             if arr.shape != var.shape:
                 raise CheckpointError(
                     f"torch key {tkey!r} gives shape {arr.shape} after '{rule.layout}', "

@@ -31,7 +31,7 @@ import numpy as np
 
 from refopt import backend
 from refopt.autodiff.tensor import Tensor, Variable, to_numpy
-from refopt.io import read_arrays, write_arrays
+from refopt.io import check_fields, read_arrays, write_arrays
 from refopt.nn import init as initializers
 
 __all__ = ["Module", "CheckpointError", "CHECKPOINT_KIND", "CHECKPOINT_SCHEMA", "owner_of"]
@@ -86,6 +86,31 @@ def owner_of(var: Variable) -> tuple[Module, str] | None:
 
 # Module's own bookkeeping attributes: never registered, whatever they hold.
 _INTERNAL = frozenset({"name", "training", "_explicit_name", "_variables", "_modules", "_path", "_parent"})
+
+
+def _staged_value(name: str, value: Any, var: Variable) -> Any:
+    """``value`` as the array ``var.assign`` will take without complaint -- same shape,
+    the exact dtype (a non-native byte order converted), the variable's backend -- or a
+    :class:`CheckpointError` naming ``name``."""
+    arr = value.data if isinstance(value, Tensor) else value
+    if not hasattr(arr, "__array_namespace__"):
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # ragged lists, objects that refuse conversion
+            raise CheckpointError(f"{name!r}: {type(value).__name__} is not an array ({exc})") from exc
+    if tuple(arr.shape) != var.shape:
+        raise CheckpointError(f"{name!r}: shape {tuple(arr.shape)} does not match the variable's {var.shape}")
+    if backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
+        raise CheckpointError(
+            f"{name!r}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
+            f"{backend.dtype_name(var.dtype)}"
+        )
+    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = backend.move(arr, var.backend)
+    if arr.dtype != var.dtype:  # what assign compares; never expected after the checks above
+        raise CheckpointError(f"{name!r}: dtype {arr.dtype!r} cannot be assigned to the variable's {var.dtype!r}")
+    return arr
 
 
 class Module:
@@ -394,28 +419,20 @@ class Module:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Assign every variable from ``state`` (arrays or tensors, by name).
 
-        All names, shapes and dtypes are checked before any variable changes; on any
-        mismatch :class:`CheckpointError` names the key and nothing is assigned.
+        All names, shapes, dtypes and devices are checked, and every value converted
+        (byte order, backend), before any variable changes; on any mismatch
+        :class:`CheckpointError` names the key and nothing is assigned.
         """
+        if not isinstance(state, Mapping):
+            raise CheckpointError(
+                f"state for {self.name!r} must be a mapping of names to arrays, not {type(state).__name__}"
+            )
         own = self.named_variables()
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
             raise CheckpointError(f"state does not fit {self.name!r}: missing {missing}, unexpected {unexpected}")
-        staged = []
-        for name, var in own.items():
-            value = state[name]
-            arr = value.data if isinstance(value, Tensor) else value
-            if not hasattr(arr, "__array_namespace__"):
-                arr = np.asarray(arr)
-            if tuple(arr.shape) != var.shape:
-                raise CheckpointError(f"{name!r}: shape {tuple(arr.shape)} does not match the variable's {var.shape}")
-            if backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
-                raise CheckpointError(
-                    f"{name!r}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
-                    f"{backend.dtype_name(var.dtype)}"
-                )
-            staged.append((var, backend.move(arr, var.backend)))
+        staged = [(var, _staged_value(name, state[name], var)) for name, var in own.items()]
         for var, arr in staged:  # nothing below can fail: shapes, dtypes, devices are right
             var.assign(arr)
 
@@ -438,7 +455,8 @@ class Module:
         """Load a checkpoint written by :meth:`save`; refuses pickles, corrupted or
         truncated files and mismatched names, shapes or dtypes, leaving the model
         unchanged."""
-        arrays, _ = read_arrays(path, CHECKPOINT_KIND, (CHECKPOINT_SCHEMA,))
+        arrays, meta = read_arrays(path, CHECKPOINT_KIND, (CHECKPOINT_SCHEMA,))
+        check_fields(meta, f"{CHECKPOINT_KIND} file {str(path)!r}", ("model", "variables"))
         self.load_state_dict(arrays)
 
     # -- display --------------------------------------------------------------------------

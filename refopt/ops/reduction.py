@@ -142,6 +142,10 @@ def _arg(fn: str, x: Any, axis: int | None, keepdims: bool) -> Tensor:
     if axis is None:
         data = xp.reshape(data, (-1,))
         axis = 0
+    elif isinstance(axis, bool) or not hasattr(axis, "__index__"):
+        raise TypeError(f"refopt.{fn}: axis must be an int or None, got {axis!r}")
+    else:
+        (axis,) = normalize_axes(axis, data.ndim, fn)
     return constant(getattr(xp, fn)(data, axis=axis, keepdims=keepdims))
 
 

@@ -135,7 +135,7 @@ def swapaxes(x: Any, a: int = -2, b: int = -1) -> Tensor:
     """Exchange two axes (the last two by default: the matrix transpose)."""
     x = _as_tensor(x)
     perm = list(range(x.ndim))
-    a, b = a % x.ndim, b % x.ndim
+    (a,), (b,) = normalize_axes(a, x.ndim, "swapaxes"), normalize_axes(b, x.ndim, "swapaxes")
     perm[a], perm[b] = perm[b], perm[a]
     return transpose(x, perm)
 

@@ -27,6 +27,7 @@ gradients pass unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,8 +126,8 @@ def clip_by_global_norm(grads: Sequence[Any], max_norm: float, convention: str =
     formula): every gradient scaled by ``max_norm / max(global_norm, max_norm)``.
 
     ``grads`` may hold Tensors, arrays or None; the result holds the same kinds."""
-    if not isinstance(max_norm, (int, float)) or max_norm <= 0:
-        raise ValueError(f"clip_by_global_norm: max_norm must be a positive number, got {max_norm!r}")
+    if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool) or not 0 < max_norm < math.inf:
+        raise ValueError(f"clip_by_global_norm: max_norm must be a finite positive number, got {max_norm!r}")
     arrays = [None if g is None else (g.data if isinstance(g, Tensor) else g) for g in grads]
     arrays = [None if a is None else (a if hasattr(a, "__array_namespace__") else np.asarray(a)) for a in arrays]
     norm = float(global_norm(arrays, convention))

@@ -164,15 +164,15 @@ def _check_nothing(rule: str, h: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _schedule_in_double(schedule: Callable[[int], float], step: int, x64: bool) -> float:
-    return float(schedule(step))
+def _schedule_in_double(schedule: Callable[[int], float], step: int, x64: bool) -> Any:
+    return schedule(step)  # the optimizer checks the value and takes it as a double
 
 
-def _schedule_optax(schedule: Callable[[int], float], step: int, x64: bool) -> float:
+def _schedule_optax(schedule: Callable[[int], float], step: int, x64: bool) -> Any:
     """optax calls a schedule on its int32 count: refopt's schedules that are optax's
     reproduce that evaluation (``optax_value``); any other callable is used in double."""
     optax_value = getattr(schedule, "optax_value", None)
-    return float(optax_value(step, x64)) if optax_value is not None else float(schedule(step))
+    return optax_value(step, x64) if optax_value is not None else schedule(step)
 
 
 _TF_MIXED = (
@@ -192,7 +192,7 @@ class Convention:
     empty: str | None = None
     no_gradients: str | None = None
     clip_mixed_dtypes: str | None = None
-    schedule_value: Callable[[Callable[[int], float], int, bool], float] = _schedule_in_double
+    schedule_value: Callable[[Callable[[int], float], int, bool], Any] = _schedule_in_double
 
 
 CONVENTION: dict[str, Convention] = {

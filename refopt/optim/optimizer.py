@@ -33,6 +33,7 @@ invariant to it).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ import numpy as np
 from refopt import backend
 from refopt.autodiff.graph import gradients
 from refopt.autodiff.tensor import Tensor, Variable, to_numpy
-from refopt.io import read_arrays, write_arrays
+from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
 from refopt.optim.clipping import clip_arrays
 from refopt.optim.conventions import CONVENTION, DEFAULTS, check_convention, rule_title, scalar, via_float32
 
@@ -142,6 +143,49 @@ def _is_schedule(x: Any) -> bool:
     return callable(x) and not isinstance(x, (int, float))
 
 
+def _is_real(x: Any) -> bool:
+    """A real number: a Python or NumPy int or float, not a bool."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def _exact_keys(d: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+    missing = [k for k in keys if k not in d]
+    extra = [k for k in d if k not in keys]
+    if missing or extra:
+        raise ValueError(f"{what}: missing keys {missing}, unexpected keys {extra}")
+
+
+def _count(x: Any, what: str) -> int:
+    """A step count: an int >= 0 (a NumPy integer too; never a bool)."""
+    if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {x!r}")
+    return int(x)
+
+
+def _staged_slot(value: Any, var: Variable, what: str) -> Any:
+    """A loaded slot value as an array of ``var``'s shape, exact dtype (native byte order)
+    and backend, or an error naming it."""
+    arr = value.data if isinstance(value, Tensor) else value
+    if not hasattr(arr, "__array_namespace__"):
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # ragged lists, objects that refuse conversion
+            raise ValueError(f"{what} is not an array ({exc})") from exc
+    if tuple(arr.shape) != var.shape or backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
+        raise ValueError(
+            f"{what} is {backend.dtype_name(arr.dtype)}{tuple(arr.shape)}, the variable "
+            f"{backend.dtype_name(var.dtype)}{var.shape}"
+        )
+    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = backend.move(arr, var.backend)
+    if arr.dtype != var.dtype:
+        raise ValueError(f"{what} has dtype {arr.dtype!r}, the variable {var.dtype!r}")
+    if arr is value or (isinstance(value, Tensor) and arr is value.data):
+        arr = backend.namespace(arr).asarray(arr, copy=True)  # the state never aliases the caller's arrays
+    return arr
+
+
 class Optimizer:
     """Base class; use :class:`~refopt.optim.SGD`, :class:`~refopt.optim.Adam` or
     :class:`~refopt.optim.AdamW`."""
@@ -197,16 +241,22 @@ class Optimizer:
             if value is None:
                 raise ValueError(f"{type(self).__name__}: {name} has no default for convention {convention!r}")
         self._check_options(self._defaults, "the optimizer")
-        self.lr_multipliers = {str(k): float(v) for k, v in (lr_multipliers or {}).items()}
-        for pattern in self.lr_multipliers:
-            re.compile(pattern)
+        self.lr_multipliers = {}
+        for pattern, factor in (lr_multipliers or {}).items():
+            self._check_pattern(pattern, "lr_multipliers")
+            if not _is_real(factor) or not math.isfinite(factor) or factor < 0:
+                raise ValueError(
+                    f"{type(self).__name__}: lr_multipliers[{pattern!r}] must be a finite number >= 0 (it scales "
+                    f"the step size), got {factor!r}"
+                )
+            self.lr_multipliers[str(pattern)] = float(factor)
         excl = exclude_default if exclude_from_weight_decay is None else exclude_from_weight_decay
         self.exclude_from_weight_decay = [str(p) for p in (excl or [])]
         for pattern in self.exclude_from_weight_decay:
-            re.compile(pattern)
+            self._check_pattern(pattern, "exclude_from_weight_decay")
         for name, v in (("global_clipnorm", global_clipnorm), ("clipnorm", clipnorm), ("clipvalue", clipvalue)):
-            if v is not None and not (isinstance(v, (int, float)) and v > 0):
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive number, got {v!r}")
+            if v is not None and not (_is_real(v) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{type(self).__name__}: {name} must be a finite positive number, got {v!r}")
         if sum(v is not None for v in (global_clipnorm, clipnorm, clipvalue)) > 1:
             raise ValueError(f"{type(self).__name__}: set at most one of global_clipnorm, clipnorm, clipvalue")
         self.global_clipnorm, self.clipnorm, self.clipvalue = global_clipnorm, clipnorm, clipvalue
@@ -221,6 +271,12 @@ class Optimizer:
         self._reset_powers()
 
     # -- construction helpers --------------------------------------------------------------
+    def _check_pattern(self, pattern: Any, what: str) -> None:
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise ValueError(f"{type(self).__name__}: {what} pattern {pattern!r} is not a valid regex: {exc}") from None
+
     @staticmethod
     def _check_lr(lr: Any, what: str) -> None:
         # the type only: the range is each convention's check (torch: 0 <= lr; the others none)
@@ -408,11 +464,23 @@ class Optimizer:
 
     # -- the update -------------------------------------------------------------------------
     def _lr(self, st: _VarState, x64: bool = False) -> float:
-        """This step's learning rate of ``st``: a schedule evaluated at ``iterations`` as
-        the convention's framework evaluates it (``x64``: JAX's float64 mode, for optax),
-        times the variable's multiplier."""
+        """This step's learning rate of ``st``'s variable: a schedule evaluated at
+        ``iterations`` as the convention's framework evaluates it (``x64``: JAX's float64
+        mode, for optax) and checked (a finite number >= 0), times the variable's multiplier."""
         lr = self._groups[st.group].overrides.get("learning_rate", self._defaults["learning_rate"])
-        value = self._conv.schedule_value(lr, self.iterations, x64) if _is_schedule(lr) else float(lr)
+        if not _is_schedule(lr):
+            return float(lr) * st.hyper.lr_multiplier
+        raw = self._conv.schedule_value(lr, self.iterations, x64)
+        try:
+            value = float(raw) if not isinstance(raw, (bool, str, bytes)) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"{type(self).__name__}: the learning-rate schedule {lr!r} returned {raw!r} at step "
+                f"{self.iterations} (for {st.var.name!r}); a learning rate must be a finite number >= 0 "
+                "(nothing was changed)"
+            )
         return value * st.hyper.lr_multiplier
 
     def _as_array(self, g: Any, var: Variable, what: str) -> Any:
@@ -658,54 +726,107 @@ class Optimizer:
             out[var.name] = var
         return out
 
+    _STATE_KEYS = ("rule", "convention", "iterations", "groups", "variables")
+
     def load_state_dict(self, state: Mapping[str, Any], var_list: Sequence[Variable] | None = None) -> None:
         """Restore :meth:`state_dict` output.  Variables are matched by name among those
-        the optimizer holds and ``var_list``; names, slot names, shapes and dtypes are
-        all checked before anything changes."""
-        if state.get("rule") != self.rule or state.get("convention") != self.convention:
+        the optimizer holds and ``var_list`` (new ones only for an unbound optimizer).
+
+        Everything is checked before anything changes: the keys (a missing or extra one is
+        an error naming it), the rule and convention, ``iterations``, the groups' running
+        products, the variable names, each variable's step count and slots -- every slot
+        the variable keeps must be there (torch's SGD momentum buffer may be absent: not
+        created yet), none other -- and their shapes and dtypes.  The loaded slots replace
+        the current ones; nothing is merged.
+        """
+        iterations, powers, staged = self._check_state(state, var_list)
+        for var, st, slots, step in staged:  # commit: nothing below can fail
+            if st is None:
+                st = self._register(var, 0)
+            st.slots = slots
+            st.step = step
+        for grp, p in zip(self._groups, powers):
+            grp.powers = p
+        self.iterations = iterations
+
+    def _check_state(self, state: Any, var_list: Sequence[Variable] | None) -> tuple[int, list, list]:
+        """Validate a state dict; return what :meth:`load_state_dict` commits."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"optimizer state must be a mapping, not {type(state).__name__}")
+        _exact_keys(state, self._STATE_KEYS, "optimizer state")
+        if state["rule"] != self.rule or state["convention"] != self.convention:
             raise ValueError(
-                f"state is for {state.get('rule')!r}/{state.get('convention')!r}, this optimizer is "
+                f"state is for {state['rule']!r}/{state['convention']!r}, this optimizer is "
                 f"{self.rule!r}/{self.convention!r}"
             )
-        held = [st.var for st in self._states.values()]
-        by_name = self._by_name(held + [v for v in var_list or [] if id(v) not in self._states], "load_state_dict")
-        saved = dict(state.get("variables", {}))
+        iterations = _count(state["iterations"], "optimizer state: iterations")
+        groups = state["groups"]
+        if not isinstance(groups, (list, tuple)) or len(groups) != len(self._groups):
+            n = len(groups) if isinstance(groups, (list, tuple)) else type(groups).__name__
+            raise ValueError(f"state has {n} groups, the optimizer {len(self._groups)}")
+        powers = []
+        for i, grp in enumerate(groups):
+            what = f"optimizer state: group {i}"
+            if not isinstance(grp, Mapping):
+                raise ValueError(f"{what} must be a mapping, not {type(grp).__name__}")
+            _exact_keys(grp, ("powers",), what)
+            p = grp["powers"]
+            if not (
+                isinstance(p, (list, tuple))
+                and len(p) == 2
+                and all(_is_real(x) and math.isfinite(x) and 0 <= x <= 1 for x in p)
+            ):
+                raise ValueError(f"{what}: powers must be two numbers in [0, 1] (beta1^t, beta2^t), got {p!r}")
+            powers.append((np.float32(p[0]), np.float32(p[1])))
+
+        held_names = {st.var.name for st in self._states.values()}
+        extra: list[Variable] = []
+        for v in var_list or []:
+            if not isinstance(v, Variable):
+                raise TypeError(f"var_list holds a {type(v).__name__}, not a Variable")
+            if id(v) in self._states or any(v is e for e in extra):
+                continue
+            if v.name is not None and v.name in held_names:
+                raise ValueError(f"var_list: two different variables are named {v.name!r}")
+            if self._bound:
+                raise ValueError(f"var_list: variable {v.name!r} is not one this optimizer was given")
+            self._check_registrable(v)
+            extra.append(v)
+        by_name = self._by_name([st.var for st in self._states.values()] + extra, "load_state_dict")
+        saved = state["variables"]
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"optimizer state: variables must be a mapping, not {type(saved).__name__}")
         unknown = [n for n in saved if n not in by_name]
         missing = [st.var.name for st in self._states.values() if st.var.name not in saved]
         if unknown or missing:
             raise ValueError(f"optimizer state does not fit: unknown variables {unknown}, missing {missing}")
-        if len(state.get("groups", [])) != len(self._groups):
-            raise ValueError(f"state has {len(state.get('groups', []))} groups, the optimizer {len(self._groups)}")
         staged = []
         for name, entry in saved.items():
+            what = f"state for {name!r}"
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"{what} must be a mapping, not {type(entry).__name__}")
+            _exact_keys(entry, ("step", "slots"), what)
+            step = _count(entry["step"], f"{what}: step")
+            if not isinstance(entry["slots"], Mapping):
+                raise ValueError(f"{what}: slots must be a mapping, not {type(entry['slots']).__name__}")
             var = by_name[name]
-            st = self._states.get(id(var)) or self._new_state(var, 0)  # a new one is held from the commit on
-            valid = self._slot_list(st.hyper)
-            slots = {}
-            for sname, value in entry.get("slots", {}).items():
+            st = self._states.get(id(var))
+            valid = self._slot_list(st.hyper if st is not None else self._resolve(var, 0))
+            slots: dict[str, Any] = {}
+            given: dict[str, str] = {}
+            for sname, value in entry["slots"].items():
                 canon = SLOT_ALIASES.get(sname, sname)
                 if canon not in valid:
-                    raise ValueError(f"state for {name!r}: unknown slot {sname!r} (slots: {', '.join(valid)})")
-                arr = np.asarray(value) if not hasattr(value, "__array_namespace__") else value
-                if tuple(arr.shape) != var.shape or backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
-                    raise ValueError(
-                        f"state for {name!r}: slot {sname!r} is {backend.dtype_name(arr.dtype)}{tuple(arr.shape)}, "
-                        f"the variable {backend.dtype_name(var.dtype)}{var.shape}"
-                    )
-                slots[canon] = backend.move(arr, var.backend)
-            step = entry.get("step", 0)
-            if not isinstance(step, (int, np.integer)) or step < 0:
-                raise ValueError(f"state for {name!r}: step must be a non-negative int, got {step!r}")
-            staged.append((var, st, slots, int(step)))
-        for var, st, slots, step in staged:
-            self._states[id(var)] = st
-            st.slots = {**{k: v for k, v in st.slots.items() if k not in slots}, **slots}
-            st.step = step
-        for grp, saved_grp in zip(self._groups, state.get("groups", [])):
-            p = saved_grp.get("powers")
-            if p is not None:
-                grp.powers = (np.float32(p[0]), np.float32(p[1]))
-        self.iterations = int(state.get("iterations", 0))
+                    raise ValueError(f"{what}: unknown slot {sname!r} (slots: {', '.join(valid) or 'none'})")
+                if canon in given:
+                    raise ValueError(f"{what}: slot {canon!r} given twice (as {given[canon]!r} and {sname!r})")
+                given[canon] = sname
+                slots[canon] = _staged_slot(value, var, f"{what}: slot {sname!r}")
+            lacking = [s for s in valid if s not in slots and self._slot_init.get(s) is not None]
+            if lacking:
+                raise ValueError(f"{what}: missing slots {lacking} (a state holds every slot the variable keeps)")
+            staged.append((var, st, slots, step))
+        return iterations, powers, staged
 
     def load_torch_state_dict(
         self, state_dict: Mapping[str, Any], var_list: Sequence[Variable] | None = None, iterations: int | None = None
@@ -736,10 +857,16 @@ class Optimizer:
     def load(self, path: str | Path, var_list: Sequence[Variable] | None = None) -> None:
         """Read a file written by :meth:`save` (pickle-free, checked) into this optimizer."""
         arrays, meta = read_arrays(path, STATE_KIND, (STATE_SCHEMA,))
+        where = f"{STATE_KIND} file {str(path)!r}"
+        check_fields(meta, where, ("rule", "convention", "iterations", "groups", "steps"))
+        if not isinstance(meta["steps"], dict):
+            raise FileFormatError(f"{where}: its metadata's 'steps' must map variable names to step counts")
         variables: dict[str, dict] = {n: {"step": s, "slots": {}} for n, s in meta["steps"].items()}
         for key, a in arrays.items():
-            name, slot = key.rsplit("/", 1)
-            variables.setdefault(name, {"step": 0, "slots": {}})["slots"][slot] = a
+            name, _, slot = key.rpartition("/")
+            if name not in variables:
+                raise FileFormatError(f"{where}: array {key!r} belongs to no variable of its 'steps' table")
+            variables[name]["slots"][slot] = a
         self.load_state_dict(
             {**{k: meta[k] for k in ("rule", "convention", "iterations", "groups")}, "variables": variables}, var_list
         )

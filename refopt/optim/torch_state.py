@@ -33,6 +33,7 @@ Everything is checked before anything changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,6 +97,48 @@ def _layout_text(var: Variable) -> str:
     return f" after '{rule.layout}'" if rule is not None else ""
 
 
+def _check_torch_state(state_dict: Any) -> None:
+    """The shape of a torch optimizer ``state_dict``: ``{"state": {index: {...}},
+    "param_groups": [{"params": [index, ...], ...}]}``, every state index in a group."""
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"a torch optimizer state_dict is a mapping, not {type(state_dict).__name__}")
+    missing = [k for k in ("state", "param_groups") if k not in state_dict]
+    extra = [k for k in state_dict if k not in ("state", "param_groups")]
+    if missing or extra:
+        raise ValueError(f"torch optimizer state_dict: missing keys {missing}, unexpected keys {extra}")
+    groups, state = state_dict["param_groups"], state_dict["state"]
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) and "params" in g for g in groups):
+        raise ValueError("torch optimizer state_dict: param_groups must be a list of dicts, each with 'params'")
+    seen: set[Any] = set()
+    for i, g in enumerate(groups):
+        if not isinstance(g["params"], (list, tuple)):
+            raise ValueError(f"torch optimizer state_dict: param_groups[{i}]['params'] must be a list of indices")
+        for idx in g["params"]:
+            if not isinstance(idx, (int, np.integer)) or isinstance(idx, bool):
+                raise ValueError(f"torch optimizer state_dict: parameter index {idx!r} is not an int")
+            if idx in seen:
+                raise ValueError(f"torch optimizer state_dict: parameter index {idx} appears twice")
+            seen.add(idx)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"torch optimizer state_dict: state must be a mapping, not {type(state).__name__}")
+    for idx, entry in state.items():
+        if idx not in seen:
+            raise ValueError(f"torch optimizer state_dict: state of parameter {idx!r}, which no param group holds")
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"torch optimizer state_dict: state of parameter {idx} must be a mapping")
+
+
+def _torch_step(value: Any, idx: Any) -> int:
+    """torch's per-parameter ``step`` (a float tensor): a whole number >= 0."""
+    try:
+        step = float(_as_numpy(value))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"torch state of parameter {idx}: step {value!r} is not a number") from exc
+    if not (math.isfinite(step) and step >= 0 and step == int(step)):
+        raise ValueError(f"torch state of parameter {idx}: step must be a whole number >= 0, got {step!r}")
+    return int(step)
+
+
 def load_torch_state_dict(
     opt: Optimizer,
     state_dict: Mapping[str, Any],
@@ -108,8 +151,13 @@ def load_torch_state_dict(
     ``step`` in an Adam/AdamW state; torch's SGD state has no step count, so for SGD it
     stays as it was unless given."""
     _check(opt)
+    _check_torch_state(state_dict)
+    if iterations is not None and (
+        not isinstance(iterations, (int, np.integer)) or isinstance(iterations, bool) or iterations < 0
+    ):
+        raise ValueError(f"iterations must be a whole number >= 0, got {iterations!r}")
     variables = _variables(opt, var_list)
-    groups = state_dict.get("param_groups", [])
+    groups = state_dict["param_groups"]
     indices = [i for g in groups for i in g["params"]]
     if len(indices) != len(variables):
         raise ValueError(f"the torch state has {len(indices)} parameters, var_list has {len(variables)}")
@@ -179,7 +227,7 @@ def load_torch_state_dict(
                 f"(its slots: {', '.join(_SLOT_TO_TORCH[n] for n in valid) or 'none'})"
             )
         if "step" in tstate:
-            step = int(round(float(_as_numpy(tstate["step"]))))
+            step = _torch_step(tstate["step"], idx)
         elif not tstate:
             step = 0  # never stepped in torch
         else:  # SGD: torch keeps no count; refopt's torch SGD does not use one

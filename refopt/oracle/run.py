@@ -49,6 +49,8 @@ class Run:
     masks: list[dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
+        if self.rule not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"Run: rule must be sgd, adam or adamw, got {self.rule!r}")
         if len(self.grads) != len(self.lrs):
             raise ValueError(f"Run: {len(self.grads)} gradient steps but {len(self.lrs)} learning rates")
         unknown = set(self.hyper) - set(HYPER_NAMES)
@@ -91,27 +93,57 @@ class Run:
 
     @staticmethod
     def load(path: Any) -> Run:
-        from refopt.io import read_arrays
+        """Read a file written by :meth:`save`; every field and array is checked first
+        (``refopt.io.FileFormatError`` names the file and the problem)."""
+        from refopt.io import FileFormatError, check_fields, read_arrays
 
         arrays, meta = read_arrays(path, "refopt.run", (1,))
-        names, steps = meta["names"], meta["steps"]
+        where = f"refopt.run file {str(path)!r}"
+        fields = ("rule", "convention", "dtype", "names", "hyper", "lr_multipliers", "exclude_from_weight_decay")
+        fields += ("clip", "steps", "masked")
+        check_fields(meta, where, fields)
+        names, steps, masked = meta["names"], meta["steps"], meta["masked"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+            raise FileFormatError(f"{where}: 'names' must be a list of distinct strings")
+        if type(steps) is not int or steps < 0 or not isinstance(masked, bool):
+            raise FileFormatError(f"{where}: 'steps' must be an int >= 0 and 'masked' a bool")
+        allowed = {"lrs"} | {f"init/{n}" for n in names}
+        allowed |= {f"{kind}/{k}/{n}" for kind in ("grad", "mask") for k in range(steps) for n in names}
+        missing = [k for k in ["lrs", *(f"init/{n}" for n in names)] if k not in arrays]
+        extra = [k for k in arrays if k not in allowed or (k.startswith("mask/") and not masked)]
+        if missing or extra:
+            raise FileFormatError(f"{where}: its arrays do not make a run (missing {missing}, unexpected {extra})")
+        lrs = arrays["lrs"]
+        if lrs.shape != (steps,) or lrs.dtype != np.float64 or not np.all(np.isfinite(lrs) & (lrs >= 0)):
+            raise FileFormatError(f"{where}: 'lrs' must hold {steps} finite float64 learning rates >= 0")
+        for key, a in arrays.items():
+            if key == "lrs":
+                continue
+            n = key.split("/", 2)[-1] if not key.startswith("init/") else key[5:]
+            want = arrays[f"init/{n}"]
+            dtype = np.bool_ if key.startswith("mask/") else want.dtype
+            if a.shape != want.shape or a.dtype != dtype:
+                raise FileFormatError(f"{where}: {key!r} is {a.dtype}{a.shape}, expected {np.dtype(dtype)}{want.shape}")
         grads = [{n: arrays.get(f"grad/{k}/{n}") for n in names} for k in range(steps)]
         masks = None
-        if meta["masked"]:
+        if masked:
             masks = [{n: arrays[f"mask/{k}/{n}"] for n in names if f"mask/{k}/{n}" in arrays} for k in range(steps)]
-        return Run(
-            meta["rule"],
-            meta["convention"],
-            meta["dtype"],
-            {n: arrays[f"init/{n}"] for n in names},
-            grads,
-            [float(x) for x in arrays["lrs"]],
-            meta["hyper"],
-            meta["lr_multipliers"],
-            meta["exclude_from_weight_decay"],
-            meta["clip"],
-            masks,
-        )
+        try:
+            return Run(
+                meta["rule"],
+                meta["convention"],
+                meta["dtype"],
+                {n: arrays[f"init/{n}"] for n in names},
+                grads,
+                [float(x) for x in lrs],
+                meta["hyper"],
+                meta["lr_multipliers"],
+                meta["exclude_from_weight_decay"],
+                meta["clip"],
+                masks,
+            )
+        except (TypeError, ValueError) as exc:
+            raise FileFormatError(f"{where}: {exc}") from None
 
     def multiplier(self, name: str) -> float:
         import re

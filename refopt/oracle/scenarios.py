@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from refopt.backend import BACKENDS
 from refopt.oracle.run import Run, make_optimizer
 from refopt.oracle.trajectory import Recorder, Trajectory
 
@@ -81,6 +84,8 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Scenario:
+        if not isinstance(d, Mapping):
+            raise ScenarioError(f"a scenario is a JSON object (a mapping), not {type(d).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - fields)
         if unknown:
@@ -96,29 +101,141 @@ class Scenario:
 
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> None:
+        """Check every field -- types, ranges, and every number that enters a run (each
+        step's learning rate, multipliers, clipping, tolerances) -- and that the
+        optimizer constructs; a :class:`ScenarioError` names the field."""
         where = f"scenario {self.name!r}"
+
+        def fail(problem: str) -> ScenarioError:
+            return ScenarioError(f"{where}: {problem}")
+
+        if not isinstance(self.name, str) or not self.name:
+            raise ScenarioError(f"a scenario's name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.description, str):
+            raise fail("description must be a string")
         if self.dtype not in ("float32", "float64"):
-            raise ScenarioError(f"{where}: dtype must be float32 or float64, got {self.dtype!r}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ScenarioError(f"{where}: steps must be a positive int, got {self.steps!r}")
+            raise fail(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not _is_int(self.steps) or self.steps < 1:
+            raise fail(f"steps must be a positive int, got {self.steps!r}")
+        if not _is_int(self.init_seed) or self.init_seed < 0:
+            raise fail(f"init_seed must be an int >= 0, got {self.init_seed!r}")
+        if self.backend not in BACKENDS:
+            raise fail(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.variables is not None and not (
+            isinstance(self.variables, dict)
+            and self.variables
+            and all(
+                isinstance(n, str) and isinstance(s, list) and all(_is_int(d) and d >= 0 for d in s)
+                for n, s in self.variables.items()
+            )
+        ):
+            raise fail(f"variables must map names to shapes (lists of ints >= 0), got {self.variables!r}")
+        self._validate_gradients(fail)
+        self._validate_optimizer(fail)
+        if self.masks is not None:
+            _check_keys(self.masks, "masks", {"seed", "keep", "always"}, fail)
+            if not _is_int(self.masks.get("seed", 0)) or self.masks.get("seed", 0) < 0:
+                raise fail(f"masks.seed must be an int >= 0, got {self.masks.get('seed')!r}")
+            for key in ("keep", "always"):
+                if not _is_number(self.masks.get(key, 0.5)) or not 0 <= self.masks.get(key, 0.5) <= 1:
+                    raise fail(f"masks.{key} must be a fraction in [0, 1], got {self.masks.get(key)!r}")
+        if (
+            not isinstance(self.tolerance, dict)
+            or not self.tolerance
+            or not set(self.tolerance) <= {"max_ulp", "max_abs"}
+        ):
+            raise fail(f"tolerance takes max_ulp and/or max_abs, got {self.tolerance!r}")
+        for key, value in self.tolerance.items():
+            if not _is_number(value) or not math.isfinite(value) or value < 0:
+                raise fail(f"tolerance.{key} must be a finite number >= 0, got {value!r}")
+
+    def _validate_gradients(self, fail: Any) -> None:
+        g = self.gradients
+        kind = g.get("kind") if isinstance(g, dict) else None
+        if kind not in ("synthetic", "model"):
+            raise fail(f"gradients.kind must be 'synthetic' or 'model', got {kind!r}")
+        if kind == "synthetic":
+            _check_keys(g, "gradients", {"kind", "seed", "zero_slices", "missing_every"}, fail)
+            for key in ("seed", "missing_every"):
+                if not _is_int(g.get(key, 0)) or g.get(key, 0) < 0:
+                    raise fail(f"gradients.{key} must be an int >= 0, got {g.get(key)!r}")
+            if not isinstance(g.get("zero_slices", True), bool):
+                raise fail(f"gradients.zero_slices must be true or false, got {g.get('zero_slices')!r}")
+            return
+        if self.variables is not None:
+            raise fail("a model source defines its own variables; drop 'variables'")
+        _check_keys(g, "gradients", {"kind", "sizes", "activation", "loss", "batch", "data_seed", "routing"}, fail)
+        sizes = g.get("sizes", [6, 8, 3])
+        if not (isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(n) and n > 0 for n in sizes)):
+            raise fail(f"gradients.sizes must list at least two layer widths (ints > 0), got {sizes!r}")
+        if g.get("activation", "tanh") not in ("tanh", "relu", "gelu"):
+            raise fail(f"unknown activation {g.get('activation')!r}; known: tanh, relu, gelu")
+        if g.get("loss", "sparse_softmax_cross_entropy") not in ("sparse_softmax_cross_entropy", "mean_squared_error"):
+            raise fail(f"unknown loss {g.get('loss')!r}; known: sparse_softmax_cross_entropy, mean_squared_error")
+        if not _is_int(g.get("batch", 16)) or g.get("batch", 16) < 1:
+            raise fail(f"gradients.batch must be an int > 0, got {g.get('batch')!r}")
+        if not _is_int(g.get("data_seed", 1)) or g.get("data_seed", 1) < 0:
+            raise fail(f"gradients.data_seed must be an int >= 0, got {g.get('data_seed')!r}")
+        routing = g.get("routing")
+        if routing is not None:
+            _check_keys(routing, "gradients.routing", {"aux"}, fail)
+            aux = routing.get("aux")
+            if not (isinstance(aux, list) and aux and all(_is_pattern(p) for p in aux)):
+                raise fail(f"gradients.routing.aux must be a list of regexes, got {aux!r}")
+
+    def _validate_optimizer(self, fail: Any) -> None:
         opt = self.optimizer
+        if not isinstance(opt, dict):
+            raise fail(f"optimizer must be an object, got {type(opt).__name__}")
         if opt.get("rule") not in ("sgd", "adam", "adamw"):
-            raise ScenarioError(f"{where}: optimizer.rule must be sgd, adam or adamw, got {opt.get('rule')!r}")
+            raise fail(f"optimizer.rule must be sgd, adam or adamw, got {opt.get('rule')!r}")
         unknown = sorted(
             set(opt)
             - {"rule", "convention", "hyper", "learning_rate", "lr_multipliers", "exclude_from_weight_decay", "clip"}
         )
         if unknown:
-            raise ScenarioError(f"{where}: unknown optimizer fields {unknown}")
-        kind = self.gradients.get("kind")
-        if kind not in ("synthetic", "model"):
-            raise ScenarioError(f"{where}: gradients.kind must be 'synthetic' or 'model', got {kind!r}")
-        if kind == "model" and self.variables is not None:
-            raise ScenarioError(f"{where}: a model source defines its own variables; drop 'variables'")
+            raise fail(f"unknown optimizer fields {unknown}")
         if self.convention == "bert" and self.dtype != "float32":
-            raise ScenarioError(f"{where}: the bert convention is float32 (BERT's slots are float32)")
-        if not set(self.tolerance) <= {"max_ulp", "max_abs"} or not self.tolerance:
-            raise ScenarioError(f"{where}: tolerance takes max_ulp and/or max_abs, got {self.tolerance!r}")
+            raise fail("the bert convention is float32 (BERT's slots are float32)")
+        hyper = opt.get("hyper", {})
+        if not isinstance(hyper, dict):
+            raise fail(f"optimizer.hyper must be an object, got {hyper!r}")
+        from refopt.oracle.run import HYPER_NAMES
+
+        for key, value in hyper.items():
+            if key not in HYPER_NAMES:
+                raise fail(f"unknown hyperparameter optimizer.hyper.{key}; known: {', '.join(HYPER_NAMES)}")
+            if not (isinstance(value, bool) or (_is_number(value) and math.isfinite(value))):
+                raise fail(f"optimizer.hyper.{key} must be a finite number or a bool, got {value!r}")
+        try:
+            lrs = _learning_rates(opt.get("learning_rate", 0.01), self.steps)  # every step's value, checked
+        except ScenarioError as exc:
+            raise fail(f"optimizer: {exc}") from None
+        mults = opt.get("lr_multipliers", {})
+        if not isinstance(mults, dict):
+            raise fail(f"optimizer.lr_multipliers must map regexes to factors, got {mults!r}")
+        excl = opt.get("exclude_from_weight_decay")
+        if excl is not None and not (isinstance(excl, list) and all(_is_pattern(p) for p in excl)):
+            raise fail(f"optimizer.exclude_from_weight_decay must be null or a list of regexes, got {excl!r}")
+        clip = opt.get("clip", {})
+        if not isinstance(clip, dict):
+            raise fail(f"optimizer.clip must be an object, got {clip!r}")
+        _check_keys(clip, "optimizer.clip", {"global_clipnorm", "clipnorm", "clipvalue"}, fail)
+        # the optimizer's own checks, at load: hyperparameters, multipliers, clipping, regexes
+        from refopt import optim
+
+        cls = {"sgd": optim.SGD, "adam": optim.Adam, "adamw": optim.AdamW}[self.rule]
+        takes = [k for k in inspect.signature(cls).parameters if k in HYPER_NAMES]
+        for key in hyper:
+            if key not in takes:
+                raise fail(f"optimizer.hyper.{key}: {cls.__name__} has no such hyperparameter (it takes {takes})")
+        kwargs: dict[str, Any] = dict(hyper)
+        if excl is not None:
+            kwargs["exclude_from_weight_decay"] = excl
+        try:
+            cls(learning_rate=lrs[0], convention=self.convention, lr_multipliers=mults or None, **clip, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise fail(f"optimizer: {exc}") from None
 
     @property
     def convention(self) -> str:
@@ -130,22 +247,65 @@ class Scenario:
 
 
 # -- materialisation ------------------------------------------------------------------------
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_pattern(p: Any) -> bool:
+    if not isinstance(p, str):
+        return False
+    try:
+        re.compile(p)
+    except re.error:
+        return False
+    return True
+
+
+def _check_keys(d: Any, what: str, allowed: set[str], fail: Any) -> None:
+    if not isinstance(d, dict):
+        raise fail(f"{what} must be an object, got {d!r}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise fail(f"unknown {what} fields {unknown}; fields: {sorted(allowed)}")
+
+
 def _learning_rates(spec: Any, steps: int) -> list[float]:
+    """Each step's learning rate; every one a finite number >= 0."""
     from refopt.optim import schedules
 
-    if isinstance(spec, (int, float)):
-        return [float(spec)] * steps
-    if isinstance(spec, Mapping) and "schedule" in spec:
-        fn = getattr(schedules, spec["schedule"], None)
-        if fn is None or spec["schedule"].startswith("_"):
-            raise ScenarioError(f"unknown schedule {spec['schedule']!r}; see refopt.optim.schedules")
-        sched = fn(**spec.get("args", {}))
-        return [float(sched(k)) for k in range(steps)]
-    if isinstance(spec, (list, tuple)) and len(spec) == steps:
-        return [float(x) for x in spec]
-    raise ScenarioError(
-        f"learning_rate must be a number, a per-step list or {{'schedule': ..., 'args': ...}}, got {spec!r}"
-    )
+    if _is_number(spec):
+        lrs = [float(spec)] * steps
+    elif isinstance(spec, Mapping) and "schedule" in spec:
+        name = spec["schedule"]
+        fn = getattr(schedules, name, None) if isinstance(name, str) and not name.startswith("_") else None
+        if fn is None or name not in schedules.__all__:
+            raise ScenarioError(
+                f"unknown schedule {name!r}; see refopt.optim.schedules: {', '.join(schedules.__all__)}"
+            )
+        unknown = sorted(set(spec) - {"schedule", "args"})
+        args = spec.get("args", {})
+        if unknown or not isinstance(args, dict):
+            raise ScenarioError(f"a schedule is {{'schedule': name, 'args': {{...}}}}, got {spec!r}")
+        try:
+            sched = fn(**args)
+            lrs = [float(sched(k)) for k in range(steps)]
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ScenarioError(f"schedule {name!r} with args {args!r}: {exc}") from None
+    elif isinstance(spec, (list, tuple)) and len(spec) == steps and all(_is_number(x) for x in spec):
+        lrs = [float(x) for x in spec]
+    else:
+        raise ScenarioError(
+            f"learning_rate must be a number, a list of one number per step ({steps}) or "
+            f"{{'schedule': ..., 'args': ...}}, got {spec!r}"
+        )
+    for k, lr in enumerate(lrs):
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ScenarioError(f"learning_rate at step {k} is {lr!r}; a learning rate must be a finite number >= 0")
+    return lrs
 
 
 def _masks(sc: Scenario, variables: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]] | None:

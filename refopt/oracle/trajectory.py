@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from refopt.io import FileFormatError, read_arrays, write_arrays
+from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
 
 __all__ = ["Trajectory", "Recorder", "save", "load", "machine_info", "KIND", "SCHEMA"]
 
@@ -152,19 +152,72 @@ def save(traj: Trajectory, path: str | Path, machine: bool = True) -> Path:
 
 
 def load(path: str | Path) -> Trajectory:
-    """Read a trajectory file; refuses pickles, corrupted or truncated files, other kinds
-    and unknown schema versions (``refopt.io.FileFormatError``)."""
+    """Read a trajectory file; refuses pickles, corrupted or truncated files, other kinds,
+    unknown schema versions, and files whose arrays do not make a trajectory -- a missing
+    or extra array or field, or one whose shape, dtype or number of steps does not fit
+    (``refopt.io.FileFormatError``, naming the file and the problem)."""
     arrays, meta = read_arrays(path, KIND, (SCHEMA,))
-    try:
-        names = meta["names"]
-        return Trajectory(
-            params={n: arrays[f"params/{n}"] for n in names},
-            slots={n: {s: arrays[f"slots/{n}/{s}"] for s in meta["slots"][n]} for n in names},
-            grads={n: arrays[f"grads/{n}"] for n in names},
-            grad_present={n: arrays[f"grad_present/{n}"] for n in names},
-            lrs=arrays["lrs"],
-            meta=dict(meta.get("meta", {})),
-            scenario=meta.get("scenario"),
+    where = f"{KIND} file {str(path)!r}"
+    return _assemble(arrays, meta, where)
+
+
+_META_FIELDS = ("names", "slots", "meta", "scenario", "machine", "numpy_version")
+
+
+def _assemble(arrays: dict[str, np.ndarray], meta: dict[str, Any], where: str) -> Trajectory:
+    """A trajectory from a file's checked arrays and metadata, or a FileFormatError."""
+
+    def bad(problem: str) -> FileFormatError:
+        return FileFormatError(f"{where}: {problem}")
+
+    check_fields(meta, where, _META_FIELDS)
+    names, slot_names = meta["names"], meta["slots"]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)):
+        raise bad("'names' must be a list of distinct strings")
+    if not (
+        isinstance(slot_names, dict)
+        and list(slot_names) == names
+        and all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) and len(set(v)) == len(v)
+            for v in slot_names.values()
         )
-    except KeyError as exc:
-        raise FileFormatError(f"trajectory file {str(path)!r} lacks {exc}") from None
+    ):
+        raise bad("'slots' must list each variable's slot names, in the order of 'names'")
+    if not isinstance(meta["meta"], dict) or not (meta["scenario"] is None or isinstance(meta["scenario"], dict)):
+        raise bad("'meta' must be an object and 'scenario' an object or null")
+    expected = ["lrs"]
+    for n in names:
+        expected += [f"params/{n}", f"grads/{n}", f"grad_present/{n}"]
+        expected += [f"slots/{n}/{s}" for s in slot_names[n]]
+    missing = [k for k in expected if k not in arrays]
+    extra = [k for k in arrays if k not in set(expected)]
+    if missing or extra:
+        raise bad(f"its arrays do not make a trajectory (missing {missing}, unexpected {extra})")
+    lrs = arrays["lrs"]
+    if lrs.dtype != np.float64 or lrs.ndim != 1:
+        raise bad(f"'lrs' must be float64 of shape (steps,), got {lrs.dtype}{lrs.shape}")
+    if not np.all(np.isfinite(lrs) & (lrs >= 0)):
+        raise bad("'lrs' holds a negative or non-finite learning rate")
+    steps = lrs.shape[0]
+    for n in names:
+        p, g, present = arrays[f"params/{n}"], arrays[f"grads/{n}"], arrays[f"grad_present/{n}"]
+        if p.dtype not in (np.float32, np.float64) or p.ndim < 1 or p.shape[0] != steps + 1:
+            raise bad(f"'params/{n}' must be float32 or float64 of shape ({steps + 1}, ...), got {p.dtype}{p.shape}")
+        shape = p.shape[1:]
+        if g.dtype != p.dtype or g.shape != (steps, *shape):
+            raise bad(f"'grads/{n}' must be {p.dtype}{(steps, *shape)}, got {g.dtype}{g.shape}")
+        if present.dtype != np.bool_ or present.shape != (steps,):
+            raise bad(f"'grad_present/{n}' must be bool{(steps,)}, got {present.dtype}{present.shape}")
+        for s in slot_names[n]:
+            a = arrays[f"slots/{n}/{s}"]
+            if a.dtype != p.dtype or a.shape != (steps, *shape):
+                raise bad(f"'slots/{n}/{s}' must be {p.dtype}{(steps, *shape)}, got {a.dtype}{a.shape}")
+    return Trajectory(
+        params={n: arrays[f"params/{n}"] for n in names},
+        slots={n: {s: arrays[f"slots/{n}/{s}"] for s in slot_names[n]} for n in names},
+        grads={n: arrays[f"grads/{n}"] for n in names},
+        grad_present={n: arrays[f"grad_present/{n}"] for n in names},
+        lrs=lrs,
+        meta=dict(meta["meta"]),
+        scenario=meta["scenario"],
+    )

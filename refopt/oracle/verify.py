@@ -182,7 +182,13 @@ def check(sc: S.Scenario, mine: Trajectory, theirs: Trajectory, tol: dict[str, f
     if sc.masks is None:
         cmp = compare(mine, theirs)
         ok = cmp.within(tol)
-        return ok, _describe(cmp.max_ulp, cmp.max_abs), cmp.to_dict()
+        text = _describe(cmp.max_ulp, cmp.max_abs)
+        if cmp.differences:  # a tolerance never forgives these
+            more = len(cmp.differences) - 1
+            text += f"; {cmp.differences[0]}" + (f" (and {more} more)" if more else "")
+        elif cmp.grads_max_ulp or cmp.lrs_max_ulp:
+            text += "; the recorded inputs differ (gradients or learning rates)"
+        return ok, text, cmp.to_dict()
     # masked: frozen elements exact; never-frozen elements equal the unmasked framework run
     run = S.materialize(sc)  # for its masks (drawn from the mask seed alone)
     keep = S.always_unmasked(sc, run.variables)

@@ -47,6 +47,26 @@ def test_integer_inputs_where_floats_are_needed() -> None:
     assert i[1].item() == 2
 
 
+def test_complex_scalars_are_refused_like_other_non_float_dtypes() -> None:
+    x = rf.constant(np.ones(2, np.float32))
+    with pytest.raises(TypeError, match=r"refopt.multiply: complex input 1j; refopt computes in float32 and float64"):
+        x * 1j
+    with pytest.raises(TypeError, match="refopt.add: complex input"):
+        (2 + 0j) + x
+    with pytest.raises(TypeError, match="refopt.multiply: mixed dtypes float32 and complex64"):
+        x * np.complex64(1j)
+
+
+def test_a_failing_forward_keeps_the_original_error_and_names_op_dtypes_shapes() -> None:
+    """NumPy's exception classes may not take a message alone (x + "x" used to raise a
+    TypeError about __init__ arguments): the original is chained, the op named."""
+    x = rf.constant(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=r"refopt.add: .*did not contain a loop.*\(inputs: float32\(2, 3\), str\)") as e:
+        x + "x"
+    original = e.value.__cause__  # chained: NumPy's own exception, whose constructor takes (ufunc, dtypes)
+    assert isinstance(original, TypeError) and type(original).__module__.startswith("numpy")
+
+
 def test_mixed_devices_are_refused_naming_both() -> None:
     a = rf.constant(np.ones(2))
     b = rf.to_device(rf.constant(np.ones(2)), "array_api_strict")

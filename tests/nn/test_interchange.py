@@ -112,3 +112,23 @@ def test_torch_layout_of_names_each_variables_conversion() -> None:
     w = np.arange(12.0).reshape(3, 4)
     np.testing.assert_array_equal(layouts["dense/kernel"].to_refopt(w), w.T)
     assert rf.nn.torch_layout_of(rf.Variable(np.ones(2), name="free")) is None
+
+
+def test_interchange_checks_the_last_key_before_anything_changes() -> None:
+    net = rf.nn.Sequential([rf.nn.Conv2D(2, 3, 3, dtype="float64"), rf.nn.Dense(3, 2, dtype="float64")])
+    tnet = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.Linear(3, 2)).double()
+    state = _np_state(tnet)
+    rf.nn.load_torch_state_dict(net, state)  # the intact state loads
+    before = net.state_dict()
+    for key, value, message in (
+        ("1.bias", np.zeros(2, np.float32), "dtype float32 does not match the variable's float64"),  # the last key
+        ("0.weight", np.zeros((3, 2)), r"torch key '0.weight' cannot become 'conv2_d/kernel' by 'Conv2d.weight OIHW"),
+        ("1.bias", [[1.0], [2.0, 3.0]], "torch key '1.bias' cannot become"),
+    ):
+        bad = {k: v + 1.0 for k, v in state.items()}
+        bad[key] = value
+        with pytest.raises(CheckpointError, match=message):
+            rf.nn.load_torch_state_dict(net, bad)
+        assert all(before[k].tobytes() == v.tobytes() for k, v in net.state_dict().items())
+    with pytest.raises(CheckpointError, match="a torch state_dict is a mapping"):
+        rf.nn.load_torch_state_dict(net, list(state.items()))

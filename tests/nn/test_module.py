@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -132,6 +133,29 @@ def test_state_dict_round_trip_and_all_or_nothing_load() -> None:
     assert all(before[k].tobytes() == after[k].tobytes() for k in before)  # untouched
 
 
+def test_non_native_byte_order_loads_whole_and_bad_values_change_nothing() -> None:
+    """A big-endian state dict is the same numbers: it loads (it used to pass the checks,
+    dtypes compared by name, then fail part-way through the assignments)."""
+    a, b = Model(), Model()
+    big = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in _perturbed(a).items()}
+    b.load_state_dict(big)
+    after = b.state_dict()
+    assert all(after[k].dtype == np.float32 and np.array_equal(after[k], big[k]) for k in big)
+    before = b.state_dict()
+    for bad_value, message in (
+        ([[1.0], [2.0, 3.0]], "is not an array"),
+        (np.array(["ab", "cd"]), "dtype str64 does not match"),
+        ("text", r"shape \(\) does not match"),
+    ):
+        bad = dict(big)
+        bad["head/dense_1/bias"] = bad_value  # the last variable: every other one would pass
+        with pytest.raises(CheckpointError, match=message):
+            b.load_state_dict(bad)
+        assert _model_unchanged(b, before)
+    with pytest.raises(CheckpointError, match="must be a mapping"):
+        b.load_state_dict([("encoder/scale", np.ones(4, np.float32))])
+
+
 def test_save_load_round_trip_is_bit_exact(tmp_path) -> None:
     a, b = Model(), Model()
     b.load_state_dict(_perturbed(a))
@@ -171,8 +195,17 @@ def test_truncated_corrupted_and_pickled_checkpoints_are_refused(tmp_path) -> No
     with pytest.raises(rio.FileFormatError, match="corrupted"):
         b.load(bad)
 
-    pickled = tmp_path / "pickled.npz"
+    pickled = tmp_path / "pickled.npz"  # refused before any member is read: no refopt metadata
     np.savez(pickled, **{"embedding/embeddings": np.array([object()], dtype=object)})
+    with pytest.raises(rio.FileFormatError, match="no refopt metadata"):
+        b.load(pickled)
+    meta = {"kind": "refopt.checkpoint", "schema_version": 1, "arrays": {"embedding/embeddings": {}}}
+    meta["arrays"]["embedding/embeddings"] = {"shape": [1], "dtype": "|O", "sha256": "0" * 64}
+    with zipfile.ZipFile(pickled, "w") as z:  # metadata that declares an object array
+        with z.open("embedding/embeddings.npy", "w") as out:
+            np.lib.format.write_array(out, np.array([object()], dtype=object), allow_pickle=True)
+        with z.open("__refopt__.npy", "w") as out:
+            np.lib.format.write_array(out, np.frombuffer(json.dumps(meta).encode(), np.uint8))
     with pytest.raises(rio.FileFormatError, match="Python objects"):
         b.load(pickled)
     plain_pickle = tmp_path / "state.pkl"
@@ -184,6 +217,13 @@ def test_truncated_corrupted_and_pickled_checkpoints_are_refused(tmp_path) -> No
     np.savez(foreign, **a.state_dict())
     with pytest.raises(rio.FileFormatError, match="no refopt metadata"):
         b.load(foreign)
+
+    arrays, meta = rio.read_arrays(path, "refopt.checkpoint", (1,))
+    noted = rio.write_arrays(
+        tmp_path / "noted.npz", arrays, "refopt.checkpoint", 1, extra={"model": "Model", "variables": [], "note": 1}
+    )
+    with pytest.raises(rio.FileFormatError, match=r"metadata fields do not fit \(missing \[\], unexpected \['note'\]"):
+        b.load(noted)
 
     other = Model()
     other.add_module(rf.nn.Dense(2, 2), "extra")

@@ -80,3 +80,12 @@ def test_argmax_argmin() -> None:
     np.testing.assert_array_equal(rf.argmax(x, axis=1).numpy(), [1, 0])
     np.testing.assert_array_equal(rf.argmin(x, axis=0).numpy(), [0, 1, 1])
     assert rf.argmax(x).item() == 3
+
+
+def test_argmax_argmin_bad_axes_name_the_op() -> None:
+    x = rf.constant(np.zeros(3))
+    with pytest.raises(ValueError, match="refopt.argmax: axis 3 is out of range for a tensor of 1 dimensions"):
+        rf.argmax(x, axis=3)
+    with pytest.raises(TypeError, match=r"refopt.argmin: axis must be an int or None, got \(0,\)"):
+        rf.argmin(x, axis=(0,))
+    assert rf.argmax(rf.constant(np.array([[0.0, 1.0], [3.0, 2.0]])), axis=np.int64(-1)).numpy().tolist() == [1, 0]

@@ -201,3 +201,11 @@ def test_shape_errors_name_the_op_and_shapes() -> None:
         rf.squeeze(x, 1)
     with pytest.raises(ValueError, match=r"refopt.broadcast_to: cannot broadcast shape \(2, 3\) to \(3, 3\)"):
         rf.broadcast_to(x, (3, 3))
+
+
+def test_swapaxes_on_too_few_dimensions_names_the_op() -> None:
+    with pytest.raises(ValueError, match="refopt.swapaxes: axis -2 is out of range for a tensor of 0 dimensions"):
+        rf.swapaxes(rf.constant(np.float32(1.0)))
+    with pytest.raises(ValueError, match="refopt.swapaxes: axis 2 is out of range for a tensor of 2 dimensions"):
+        rf.swapaxes(rf.constant(np.zeros((2, 3))), 0, 2)
+    assert rf.swapaxes(rf.constant(np.zeros((2, 3, 4))), 0, -1).shape == (4, 3, 2)

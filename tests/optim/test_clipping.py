@@ -88,8 +88,9 @@ def test_clip_by_global_norm_public_function() -> None:
     np.testing.assert_allclose(clipped[2], [6.0], rtol=1e-15)
     bad, _ = clip_by_global_norm([np.array([np.inf, 1.0])], 1.0)
     assert np.isnan(bad[0]).all()  # TensorFlow's (n - n) term: a non-finite norm poisons the step
-    with pytest.raises(ValueError, match="max_norm must be a positive number"):
-        clip_by_global_norm(gs, 0)
+    for bad_norm in (0, -1.0, float("nan"), float("inf"), True, "1"):  # NaN used to pass (nan <= 0 is False)
+        with pytest.raises(ValueError, match="max_norm must be a finite positive number"):
+            clip_by_global_norm(gs, bad_norm)
 
 
 def test_clipnorm_and_clipvalue_match_tensorflow() -> None:

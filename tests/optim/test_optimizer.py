@@ -427,7 +427,15 @@ def test_saving_state_with_clashing_names_says_how_to_fix_it(tmp_path) -> None:
             call()
     assert not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match=fix):
-        opt.load_state_dict({"rule": "adam", "convention": "torch", "variables": {}})
+        opt.load_state_dict(
+            {
+                "rule": "adam",
+                "convention": "torch",
+                "iterations": 1,
+                "groups": [{"powers": [0.9, 0.999]}],
+                "variables": {},
+            }
+        )
     rf.nn.Sequential(layers)  # the fix: one model names them dense/kernel, dense_1/kernel, ...
     assert sorted(opt.state_dict()["variables"])[:2] == ["dense/bias", "dense/kernel"]
     unnamed = rf.Variable(np.ones(2, np.float32))
@@ -469,3 +477,130 @@ def test_describe_prints_once_or_returns(capsys) -> None:
     assert opt.describe() is None
     out = capsys.readouterr().out
     assert out == opt.describe(None) + "\n" and "a/kernel" in out
+
+
+def _adam_pair(tmp_path=None):
+    """Two identical float32 Adam(amsgrad) optimizers, ``a`` three steps ahead of ``b``."""
+    x = rf.constant(np.linspace(-1, 1, 15).reshape(5, 3).astype(np.float32))
+    va, vb = _vars(seed=4), _vars(seed=4)
+    a = Adam(va, learning_rate=0.01, amsgrad=True)
+    for _ in range(3):
+        a.minimize(_loss(va, x))
+    b = Adam(vb, learning_rate=0.01, amsgrad=True)
+    b.minimize(_loss(vb, x))
+    return a, b, vb
+
+
+def _break(sd, how):
+    sd = copy.deepcopy(sd)
+    how(sd)
+    return sd
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        # the last check of all: the last variable's slots (every other field is fine)
+        (lambda sd: sd["variables"]["b/kernel"]["slots"].pop("v_max"), r"'b/kernel': missing slots \['v_max'\]"),
+        (
+            lambda sd: sd["variables"]["b/kernel"]["slots"].update(exp_avg=np.zeros((2, 2), np.float32)),
+            "slot 'm' given twice",
+        ),
+        (
+            lambda sd: sd["variables"]["b/kernel"]["slots"].update(v=np.zeros((2, 2), np.float64)),
+            r"slot 'v' is float64\(2, 2\), the variable float32\(2, 2\)",
+        ),
+        (lambda sd: sd["variables"]["b/kernel"].update(step=-1), "step must be a non-negative int, got -1"),
+        (lambda sd: sd["variables"]["b/kernel"].update(extra=1), r"unexpected keys \['extra'\]"),
+        # fields the old code read only after it had committed the slots and steps
+        (lambda sd: sd.update(iterations="3"), "iterations must be a non-negative int, got '3'"),
+        (lambda sd: sd.update(iterations=True), "iterations must be a non-negative int"),
+        (lambda sd: sd["groups"][0].update(powers=[0.5]), "powers must be two numbers in"),
+        (lambda sd: sd["groups"][0].update(powers=[0.5, float("nan")]), "powers must be two numbers in"),
+        (lambda sd: sd.pop("groups"), r"missing keys \['groups'\]"),
+        (lambda sd: sd.update(note="hi"), r"unexpected keys \['note'\]"),
+    ],
+)
+def test_load_state_dict_checks_everything_before_changing_anything(how, message) -> None:
+    a, b, vb = _adam_pair()
+    snap = _snapshot(b, vb)
+    with pytest.raises(ValueError, match=message):
+        b.load_state_dict(_break(a.state_dict(), how))
+    assert _same(snap, _snapshot(b, vb))
+    b.load_state_dict(a.state_dict())  # the intact state loads: b's state is now a's, field for field
+    assert _same(_snapshot(a, vb), _snapshot(b, vb)) and b.iterations == 3
+
+
+def test_load_state_dict_var_list_is_checked_before_anything_changes() -> None:
+    a, b, vb = _adam_pair()
+    snap = _snapshot(b, vb)
+    stranger = rf.Variable(np.zeros(2, np.float32), name="b/kernel")  # same name, another variable
+    with pytest.raises(ValueError, match="two different variables are named 'b/kernel'"):
+        b.load_state_dict(a.state_dict(), var_list=[stranger])
+    with pytest.raises(ValueError, match="'new' is not one this optimizer was given"):
+        b.load_state_dict(a.state_dict(), var_list=[rf.Variable(np.zeros(2, np.float32), name="new")])
+    with pytest.raises(TypeError, match="var_list holds a ndarray"):
+        b.load_state_dict(a.state_dict(), var_list=[np.zeros(2)])
+    assert _same(snap, _snapshot(b, vb))
+
+
+def test_torch_sgd_momentum_may_be_absent_and_then_is_not_created() -> None:
+    v = rf.Variable(np.ones(2), name="w")
+    opt = SGD([v], learning_rate=0.1, momentum=0.9)
+    fresh = copy.deepcopy(opt.state_dict())  # before any step: no momentum buffer yet
+    opt.apply_gradients([(np.ones(2), v)])
+    assert "momentum" in opt.state_dict()["variables"]["w"]["slots"]
+    opt.load_state_dict(fresh)
+    assert opt.state_dict()["variables"]["w"]["slots"] == {}  # replaced, not merged with the old buffer
+
+
+def test_optimizer_file_refusals_change_nothing(tmp_path) -> None:
+    from refopt.io import FileFormatError, read_arrays, write_arrays
+
+    a, b, vb = _adam_pair()
+    path = a.save(tmp_path / "opt.npz")
+    snap = _snapshot(b, vb)
+    arrays, meta = read_arrays(path, "refopt.optimizer_state", (1,))
+    keys = ("rule", "convention", "iterations", "groups", "steps")
+    extra = copy.deepcopy({k: meta[k] for k in keys})
+    del extra["steps"]["b/kernel"]  # its arrays now belong to no variable
+    orphan = write_arrays(tmp_path / "orphan.npz", arrays, "refopt.optimizer_state", 1, extra=extra)
+    with pytest.raises(FileFormatError, match="array 'b/kernel/m' belongs to no variable"):
+        b.load(orphan)
+    extra = {k: meta[k] for k in ("rule", "convention", "groups", "steps")}
+    no_count = write_arrays(tmp_path / "nocount.npz", arrays, "refopt.optimizer_state", 1, extra=extra)
+    with pytest.raises(FileFormatError, match=r"missing \['iterations'\], unexpected \[\]"):
+        b.load(no_count)
+    less = {k: v for k, v in arrays.items() if k != "b/kernel/v_max"}  # one slot missing: an error, not a merge
+    short = write_arrays(tmp_path / "short.npz", less, "refopt.optimizer_state", 1, extra={k: meta[k] for k in keys})
+    with pytest.raises(ValueError, match=r"'b/kernel': missing slots \['v_max'\]"):
+        b.load(short)
+    assert _same(snap, _snapshot(b, vb))
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.1", None, 1j])
+def test_a_bad_schedule_value_stops_the_step_before_anything_changes(bad) -> None:
+    vs = _vars()
+    opt = Adam(vs, learning_rate=lambda step: 0.01 if step < 2 else bad)
+    grads = [(np.ones(v.shape, np.float32), v) for v in vs]
+    opt.apply_gradients(grads)
+    opt.apply_gradients(grads)
+    snap = _snapshot(opt, vs)
+    with pytest.raises(ValueError, match=r"schedule .* returned .* at step 2 \(for 'a/kernel'\); a learning rate"):
+        opt.apply_gradients(grads)
+    assert _same(snap, _snapshot(opt, vs)) and opt.iterations == 2
+
+
+def test_lr_multipliers_clip_thresholds_and_patterns_are_checked_at_construction() -> None:
+    for mult in (-0.5, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match=r"lr_multipliers\['\^a/'\] must be a finite number >= 0"):
+            Adam(_vars(), lr_multipliers={"^a/": mult})
+    assert Adam(_vars(), lr_multipliers={"^a/": 0}).lr_multipliers == {"^a/": 0.0}  # 0 freezes: allowed
+    with pytest.raises(ValueError, match=r"lr_multipliers pattern '\(' is not a valid regex"):
+        Adam(_vars(), lr_multipliers={"(": 1.0})
+    with pytest.raises(ValueError, match=r"exclude_from_weight_decay pattern '\[' is not a valid regex"):
+        AdamW(_vars(), exclude_from_weight_decay=["["])
+    for name in ("global_clipnorm", "clipnorm", "clipvalue"):
+        for value in (float("nan"), float("inf"), 0.0, True):
+            with pytest.raises(ValueError, match=f"{name} must be a finite positive number"):
+                Adam(_vars(), **{name: value})

@@ -252,3 +252,56 @@ def test_layers_without_a_parent_and_equal_names_interchange_by_position() -> No
     np.testing.assert_array_equal(opt.get_slot(l2.kernel, "exp_avg").numpy(), topt.state[tl2.weight]["exp_avg"].T)
     out = opt.torch_state_dict(like=topt.state_dict())
     assert out["state"][2]["exp_avg"].tobytes() == topt.state[tl2.weight]["exp_avg"].numpy().tobytes()
+
+
+def _torch_adam_after_two_steps():
+    """A torch Adam state for three parameters (the second never had a gradient: no state)."""
+    params = [torch.tensor(np.ones(s, np.float32), requires_grad=True) for s in SHAPES]
+    topt = torch.optim.Adam(params, lr=0.1)
+    for _ in range(2):
+        for p, g in zip(params, [np.ones(SHAPES[0], np.float32), None, np.ones(SHAPES[2], np.float32)]):
+            p.grad = None if g is None else torch.tensor(g)
+        topt.step()
+    return topt.state_dict()
+
+
+def _refopt_adam():
+    vs = [rf.Variable(np.ones(s, np.float32), name=f"p{i}") for i, s in enumerate(SHAPES)]
+    opt = Adam(vs, learning_rate=0.1)
+    opt.apply_gradients([(np.full(v.shape, 0.5, np.float32), v) for v in vs])
+    return opt, vs
+
+
+def test_a_parameter_torch_has_no_state_for_loads_as_fresh() -> None:
+    opt, vs = _refopt_adam()
+    opt.load_torch_state_dict(_torch_adam_after_two_steps())
+    sd = opt.state_dict()
+    assert sd["variables"]["p1"]["step"] == 0 and not sd["variables"]["p1"]["slots"]["m"].any()
+    assert sd["variables"]["p0"]["step"] == sd["variables"]["p2"]["step"] == sd["iterations"] == 2
+
+
+@pytest.mark.parametrize(
+    "how, message",
+    [
+        # the last check: the last parameter's slot (every other field is fine)
+        (lambda sd: sd["state"][2].__setitem__("exp_avg_sq", torch.zeros(3, 3, dtype=torch.float64)), "float64"),
+        (lambda sd: sd["state"][2].pop("exp_avg_sq"), r"parameter 2 \('p2'\) lacks 'exp_avg_sq'"),
+        (lambda sd: sd["state"][2].__setitem__("step", torch.tensor(1.5)), "step must be a whole number"),
+        (lambda sd: sd["state"][2].__setitem__("step", torch.tensor(float("nan"))), "step must be a whole number"),
+        (lambda sd: sd["state"].__setitem__(7, {}), "state of parameter 7, which no param group holds"),
+        (lambda sd: sd["param_groups"][0]["params"].append(0), "parameter index 0 appears twice"),
+        (lambda sd: sd.pop("state"), r"missing keys \['state'\]"),
+    ],
+)
+def test_torch_state_is_checked_before_anything_changes(how, message) -> None:
+    opt, vs = _refopt_adam()
+    before = opt.state_dict()
+    sd = _torch_adam_after_two_steps()
+    how(sd)
+    with pytest.raises(ValueError, match=message):
+        opt.load_torch_state_dict(sd)
+    after = opt.state_dict()
+    assert after["iterations"] == before["iterations"] == 1
+    for n, e in before["variables"].items():
+        assert after["variables"][n]["step"] == e["step"]
+        assert all(np.array_equal(after["variables"][n]["slots"][k], a) for k, a in e["slots"].items())

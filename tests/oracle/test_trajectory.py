@@ -64,3 +64,48 @@ def test_bad_files_are_refused(traj, tmp_path) -> None:
     other = write_arrays(tmp_path / "other.npz", {"x": np.zeros(1)}, "refopt.checkpoint", 1)
     with pytest.raises(FileFormatError, match="holds a 'refopt.checkpoint', not a 'refopt.trajectory'"):
         load(other)
+
+
+def _rewritten(path, tmp_path, change):
+    """The trajectory file at ``path`` with its arrays / metadata changed, re-signed."""
+    from refopt.io import read_arrays
+
+    arrays, meta = read_arrays(path, "refopt.trajectory", (1,))
+    extra = {k: meta[k] for k in ("names", "slots", "meta", "scenario", "machine", "numpy_version")}
+    change(arrays, extra)
+    return write_arrays(tmp_path / "changed.npz", arrays, "refopt.trajectory", 1, extra=extra)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a, m: a.pop("slots/head/kernel/v_max"), r"missing \['slots/head/kernel/v_max'\]"),
+        (lambda a, m: a.update({"slots/head/kernel/extra": a["slots/head/kernel/m"]}), r"unexpected \['slots/head"),
+        (lambda a, m: m["slots"]["head/kernel"].append("w"), r"missing \['slots/head/kernel/w'\]"),
+        (lambda a, m: m.pop("names"), r"metadata fields do not fit \(missing \['names'\], unexpected \[\]\)"),
+        (lambda a, m: m.update(colour="red"), r"metadata fields do not fit \(missing \[\], unexpected \['colour'\]\)"),
+        (lambda a, m: m.update(names=["head/kernel", "head/kernel"]), "'names' must be a list of distinct strings"),
+        (
+            lambda a, m: a.update(lrs=a["lrs"][:-1]),
+            r"'params/encoder/dense/kernel' must be float32 or float64 of shape \(20, ...\), got float32\(21",
+        ),
+        (lambda a, m: a["lrs"].__setitem__(3, -0.1), "'lrs' holds a negative or non-finite learning rate"),
+        (lambda a, m: a.update(lrs=a["lrs"].astype(np.float32)), "'lrs' must be float64"),
+        (
+            lambda a, m: a.update({"grads/head/kernel": a["grads/head/kernel"].astype(np.float64)}),
+            r"'grads/head/kernel' must be float32\(20, 9, 7\), got float64",
+        ),
+        (
+            lambda a, m: a.update({"grad_present/head/kernel": a["grad_present/head/kernel"][:5]}),
+            r"'grad_present/head/kernel' must be bool\(20,\)",
+        ),
+        (
+            lambda a, m: a.update({"slots/head/kernel/m": a["slots/head/kernel/m"][:, :3]}),
+            r"'slots/head/kernel/m' must be float32\(20, 9, 7\)",
+        ),
+    ],
+)
+def test_files_that_do_not_make_a_trajectory_are_refused(traj, tmp_path, change, message) -> None:
+    path = traj.save(tmp_path / "t.npz")
+    with pytest.raises(FileFormatError, match=message):
+        load(_rewritten(path, tmp_path, change))

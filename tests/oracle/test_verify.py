@@ -115,3 +115,22 @@ def test_regenerating_golden_files_reproduces_the_same_bytes() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "30 golden files reproduced byte for byte" in proc.stderr
+
+
+def test_a_tolerance_never_forgives_a_missing_slot_or_different_inputs() -> None:
+    import copy
+
+    from refopt.oracle.verify import check
+
+    sc = S.get("adam-torch-amsgrad")
+    mine = S.run_scenario(sc)
+    theirs = copy.deepcopy(mine)
+    del theirs.slots["head/kernel"]["v_max"]
+    ok, text, details = check(sc, mine, theirs, {"max_ulp": 1e9})
+    assert not ok and text == "exact; slot 'v_max' of 'head/kernel' only in the first trajectory"
+    assert details["identical"] is False and details["differences"]
+    theirs = copy.deepcopy(mine)
+    theirs.lrs[0] = np.nextafter(theirs.lrs[0], 1.0)
+    ok, text, _ = check(sc, mine, theirs, {"max_abs": 1.0})
+    assert not ok and "the recorded inputs differ" in text
+    assert check(sc, mine, copy.deepcopy(mine), {"max_ulp": 0})[:2] == (True, "exact")
