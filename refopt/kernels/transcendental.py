@@ -9,14 +9,16 @@ the same way everywhere -- so NumPy, CuPy and any later compiled path give one s
 bits.  Every coefficient and table comes from ``tools/fit_transcendentals.py`` (mpmath).
 
 Accuracy (measured by ``tools/transcendental_errors.py`` on >= 10^6 points per function
-and dtype, edges included; table in docs/transcendental-errors.md): at most 1 ulp
-everywhere, in the round-to-nearest sense ``|computed - exact| / ulp(exact)``, and
-correctly rounded in all but a small fraction of cases.
+and dtype, edges included; the table is docs/transcendental-errors.md): within 1 ulp
+everywhere -- in fact within about 0.5002 ulp -- in the round-to-nearest sense
+``|computed - exact| / ulp(exact)``, and correctly rounded in all but a small fraction
+of cases (reported there per function).
 
-* float32: a float64 core whose relative error is a few float64 ulps (2^-50 or better),
-  rounded once to float32 (``K.to_f32``).  The result is within 0.5 + 2^-26 float32 ulp
-  and correctly rounded unless the exact value lies within ~2^-50 of a float32 midpoint.
-  Float32 pays for none of float64's double-double work.
+* float32: a float64 core, rounded once to float32 (``K.to_f32``).  The core's relative
+  error is a few float64 ulps (2^-50 or better; ~2^-45 in the far negative tails of
+  ``gelu`` and ``gelu_tanh``, whose arguments are rounded once), so the result is
+  within 0.5 + 2^-21 float32 ulp and correctly rounded unless the exact value lies that
+  close to a float32 midpoint.  Float32 pays for none of float64's double-double work.
 * float64: double-double ("dd", an unevaluated ``hi + lo`` carrying ~106 bits) where it
   is needed:
 
@@ -30,12 +32,13 @@ correctly rounded in all but a small fraction of cases.
     (relative error ~2^-70).
   - ``power``: ``exp(y log|x|)`` with the dd log, ``y log|x|`` as a dd and the dd-argument
     exp; C99's special-case table for pow.
-  - ``log1p``: ``1 + x = u + v`` exactly (TwoSum), ``log1p(x) = log(u) + v/u``.
+  - ``log1p``: ``1 + x = u + v`` exactly (TwoSum) and ``v`` enters the log kernel's
+    reduced argument exactly, so a tiny ``x`` keeps all its bits.
   - ``tanh``: ``-M/(2 + M)`` with ``M = expm1(-2|x|)`` from the exp kernel's dd pieces,
     the quotient corrected with its exact remainder.
   - ``sigmoid``: ``1/(1 + E)`` or ``E/(1 + E)`` with ``E = e^-|x|``, dd quotient.
-  - ``erf``: a table of polynomials in ``d = x - centre`` on 32 intervals per binade
-    (first two coefficients dd, the last steps in dd).  ``erfc``: ``1 -+ erf`` below 0.5,
+  - ``erf``: a table of polynomials of degree 9 in ``d = x - centre`` on 32 intervals per
+    binade (first two coefficients dd, the last two Horner steps in dd).  ``erfc``: ``1 -+ erf`` below 0.5,
     ``exp(-x^2) erfcx(x)`` above, with ``x^2`` exact as a dd and ``erfcx`` from the same
     kind of table.
   - ``gelu(x) = x/2 erfc(-x/sqrt 2)`` with ``-x/sqrt 2`` as a dd (rounding it would cost
