@@ -10,7 +10,7 @@ bits.  Every coefficient and table comes from ``tools/fit_transcendentals.py`` (
 
 Accuracy (measured by ``tools/transcendental_errors.py`` on >= 10^6 points per function
 and dtype, edges included; the table is docs/transcendental-errors.md): within 1 ulp
-everywhere -- in fact within about 0.5002 ulp -- in the round-to-nearest sense
+everywhere -- in fact within 0.5004 ulp -- in the round-to-nearest sense
 ``|computed - exact| / ulp(exact)``, and correctly rounded in all but a small fraction
 of cases (reported there per function).
 
