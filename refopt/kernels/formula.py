@@ -86,7 +86,7 @@ class ArrayOps:
         hit = self._tables.get(id(table))
         if hit is None:
             hit = self._tables[id(table)] = (table, self.xp.asarray(table))
-        return hit[1][i]
+        return self.xp.take(hit[1], i)  # = hit[1][i] for a 1-D table, and faster in NumPy
 
     def fma(self, a: Any, b: Any, c: Any) -> Any:
         from refopt.kernels.fma import fma
