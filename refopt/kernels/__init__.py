@@ -4,6 +4,8 @@
   ``"fast"``;
 * :mod:`~refopt.kernels.gemm` -- the correctly rounded matrix product;
 * :mod:`~refopt.kernels.reduce` -- fixed-order sums, extremes with a fixed sign of zero;
+* :mod:`~refopt.kernels.transcendental` -- exp, log, log1p, tanh, sigmoid, erf, erfc,
+  gelu (both forms) and power, refopt's own (<= 1 ULP, docs/transcendental-errors.md);
 * :mod:`~refopt.kernels.formula` -- the formula layer: elementwise formulas over IEEE
   basic operations, written once and evaluated on NumPy or CuPy arrays;
 * :mod:`~refopt.kernels.eft` -- error-free transformations and double-double arithmetic;
@@ -25,6 +27,7 @@ import numpy as np
 from refopt import backend
 from refopt.kernels import gemm as _mm
 from refopt.kernels import reduce as _red
+from refopt.kernels import transcendental as _tr
 from refopt.kernels.mode import MODES, current_mode, reproducible, use_mode
 
 __all__ = [
@@ -41,6 +44,16 @@ __all__ = [
     "minimum",
     "relu",
     "clip",
+    "exp",
+    "log",
+    "log1p",
+    "tanh",
+    "sigmoid",
+    "erf",
+    "erfc",
+    "gelu",
+    "gelu_tanh",
+    "power",
 ]
 
 
@@ -123,3 +136,74 @@ def clip(x: Any, lo: float | None, hi: float | None) -> Any:
         return backend.namespace(x).clip(x, lo, hi)
     out = x if lo is None else maximum(x, lo)
     return out if hi is None else minimum(out, hi)
+
+
+# -- transcendental functions ------------------------------------------------------------------
+_SQRT1_2 = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _fast_sigmoid(x: Any) -> Any:
+    xp = backend.namespace(x)
+    e = xp.exp(-xp.abs(x))  # never overflows
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _fast_gelu(x: Any) -> Any:
+    return x * 0.5 * backend.erfc(x * -_SQRT1_2)
+
+
+def _fast_gelu_tanh(x: Any) -> Any:
+    xp = backend.namespace(x)
+    return 0.5 * x * (1.0 + xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
+
+
+def _unary(name: str, fast: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    kernel = getattr(_tr, name)
+
+    def fn(x: Any) -> Any:
+        if reproducible():
+            return _run(lambda lib, a: kernel(a), x)
+        return fast(x)
+
+    fn.__name__ = name
+    fn.__doc__ = f"``{name}`` elementwise: refopt's own (reproducible) or the library's (fast)."
+    return fn
+
+
+exp = _unary("exp", lambda x: backend.namespace(x).exp(x))
+log = _unary("log", lambda x: backend.namespace(x).log(x))
+log1p = _unary("log1p", lambda x: backend.namespace(x).log1p(x))
+tanh = _unary("tanh", lambda x: backend.namespace(x).tanh(x))
+sigmoid = _unary("sigmoid", _fast_sigmoid)
+erf = _unary("erf", backend.erf)
+erfc = _unary("erfc", backend.erfc)
+gelu = _unary("gelu", _fast_gelu)
+gelu_tanh = _unary("gelu_tanh", _fast_gelu_tanh)
+
+
+def power(x: Any, y: Any) -> Any:
+    """``x ** y`` elementwise; either may be a Python number (weak: it takes the other's
+    dtype).  Reproducible: refopt's C99 ``pow`` (<= 1 ULP), with the exponents whose
+    result is one IEEE operation computed as that operation, correctly rounded
+    (``x**2 = x*x``, ``x**-1 = 1/x``, ``x**0.5 = sqrt(x)`` with pow's signed zero)."""
+    scalar_x = isinstance(x, (int, float))
+    if not reproducible():
+        return backend.namespace(y if scalar_x else x).pow(x, y)
+    if isinstance(y, (int, float)):
+        xp = backend.namespace(x)
+        if y == 2:
+            return x * x
+        if y == 1:
+            return x * 1
+        if y == -1:
+            return 1 / x
+        if y == 0:
+            return xp.ones_like(x)
+        if y == 0.5:  # pow(-0, 0.5) = +0 and pow(-inf, 0.5) = +inf, unlike sqrt
+            r = xp.sqrt(x) + 0.0
+            return xp.where(x == -float("inf"), float("inf"), r)
+        y = xp.full_like(x, y)
+    elif scalar_x:
+        x = backend.namespace(y).full_like(y, x)
+    return _run(lambda lib, a, b: _tr.power(a, b), x, y)

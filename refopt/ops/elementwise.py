@@ -52,6 +52,7 @@ __all__ = [
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 _SQRT1_2 = math.sqrt(0.5)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _xp(a: Any) -> Any:
@@ -83,18 +84,12 @@ negative = Primitive("negative", lambda x: -x)
 negative.defvjp(lambda g, ans, x: -g)
 
 
-def _pow_fwd(x: Any, y: Any) -> Any:
-    if isinstance(x, (int, float)):
-        return _xp(y).pow(x, y)
-    return _xp(x).pow(x, y)
-
-
 def _log_nonzero(x: Tensor) -> Tensor:
     """log(x) with log(0) read as 0: d(x**y)/dy = log(x) x**y vanishes at x = 0 anyway."""
     return log(where(constant(_xp(x.data).equal(x.data, 0)), 1.0, x))
 
 
-power = Primitive("power", _pow_fwd)
+power = Primitive("power", kernels.power)
 power.defvjp(
     lambda g, ans, x, y: _ub(g * y * x ** (y - 1), x),
     lambda g, ans, x, y: _ub(g * ans * (_log_nonzero(x) if isinstance(x, Tensor) else math.log(x)), y),
@@ -102,13 +97,13 @@ power.defvjp(
 
 
 # -- exp / log family -----------------------------------------------------------------------
-exp = Primitive("exp", lambda x: _xp(x).exp(x))
+exp = Primitive("exp", kernels.exp)
 exp.defvjp(lambda g, ans, x: g * ans)
 
-log = Primitive("log", lambda x: _xp(x).log(x))
+log = Primitive("log", kernels.log)
 log.defvjp(lambda g, ans, x: g / x)
 
-log1p = Primitive("log1p", lambda x: _xp(x).log1p(x))
+log1p = Primitive("log1p", kernels.log1p)
 log1p.defvjp(lambda g, ans, x: g / (1.0 + x))
 
 sqrt = Primitive("sqrt", lambda x: _xp(x).sqrt(x))
@@ -129,42 +124,61 @@ abs.defvjp(lambda g, ans, x: g * sign(x))
 
 
 # -- activations ----------------------------------------------------------------------------
-tanh = Primitive("tanh", lambda x: _xp(x).tanh(x))
+tanh = Primitive("tanh", kernels.tanh)
 tanh.defvjp(lambda g, ans, x: g * (1.0 - ans * ans))
 
 
-def _sigmoid_fwd(x: Any) -> Any:
-    xp = _xp(x)
-    e = xp.exp(-xp.abs(x))  # never overflows
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-sigmoid = Primitive("sigmoid", _sigmoid_fwd)
+sigmoid = Primitive("sigmoid", kernels.sigmoid)
 sigmoid.defvjp(lambda g, ans, x: g * ans * (1.0 - ans))
 
 
 relu = Primitive("relu", kernels.relu)
 relu.defvjp(lambda g, ans, x: where(x > 0, g, 0.0))
 
-erf = Primitive("erf", backend.erf)
+erf = Primitive("erf", kernels.erf)
 erf.defvjp(lambda g, ans, x: g * (_TWO_OVER_SQRT_PI * exp(-(x * x))))
 
-erfc = Primitive("erfc", backend.erfc)
+erfc = Primitive("erfc", kernels.erfc)
 erfc.defvjp(lambda g, ans, x: g * (-_TWO_OVER_SQRT_PI * exp(-(x * x))))
+
+
+def _gelu_grad(x: Tensor) -> Tensor:
+    """d/dx x Phi(x) = Phi(x) + x phi(x), with Phi(x) = erfc(-x/sqrt 2)/2."""
+    return 0.5 * erfc(x * -_SQRT1_2) + x * (exp(-0.5 * (x * x)) * _INV_SQRT_2PI)
+
+
+def _gelu_tanh_grad(x: Tensor) -> Tensor:
+    """d/dx x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): the tanh form's derivative
+    written with sigmoids, which do not cancel in the tails as 1 + tanh(u) does."""
+    x2 = x * x
+    two_u = (2.0 * _SQRT_2_OVER_PI) * (x + 0.044715 * (x2 * x))
+    s = sigmoid(two_u)
+    return s + x * ((2.0 * _SQRT_2_OVER_PI) * (1.0 + 3.0 * 0.044715 * x2)) * (s * sigmoid(-two_u))
+
+
+_gelu = Primitive("gelu", kernels.gelu)
+_gelu.defvjp(lambda g, ans, x: g * _gelu_grad(x))
+_gelu_tanh = Primitive("gelu_tanh", kernels.gelu_tanh)
+_gelu_tanh.defvjp(lambda g, ans, x: g * _gelu_tanh_grad(x))
 
 
 def gelu(x: Any, approximate: str = "none") -> Tensor:
     """Gaussian error linear unit.
 
-    ``approximate="none"``: x * Phi(x) = x/2 * erfc(-x/sqrt(2))  (erfc keeps precision
+    ``approximate="none"``: x * Phi(x) = x/2 * erfc(-x/sqrt(2)) (erfc keeps precision
     where erf(x/sqrt 2) is near -1);
     ``approximate="tanh"``: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+
+    Each form is one primitive: refopt's kernel (<= 1 ULP of the exact function, with the
+    argument carried in double-double) in reproducible mode; in fast mode the formulas
+    above in the library's functions.  The gradient is the exact derivative, written in
+    refopt ops (so it has gradients too).
     """
     x = _as_tensor(x)
     if approximate == "none":
-        return x * 0.5 * erfc(x * -_SQRT1_2)
+        return _gelu(x)
     if approximate == "tanh":
-        return 0.5 * x * (1.0 + tanh(_SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
+        return _gelu_tanh(x)
     raise ValueError(f"refopt.gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
