@@ -2,7 +2,7 @@
 tests (``tests/test_reproducibility.py`` runs it in subprocesses under different BLAS
 kernels, SIMD levels and thread counts).
 
-    python -m tests.repro_run            # prints {"float32": sha256, "float64": sha256}
+    python -m tests.repro_run [numpy|cupy]   # prints {"float32": sha256, "float64": sha256}
 
 Forward (conv2d, Dense, GELU in both forms, tanh, sigmoid, LayerNorm, log-softmax
 cross-entropy, logsumexp, power, log1p), backward (every VJP, a second-order term) and
@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import numpy as np
 
 import refopt as rf
 
 
-def run(dtype: str, steps: int = 6) -> str:
+def run(dtype: str, steps: int = 6, backend: str = "numpy") -> str:
+    """The hash of the whole run; every value is created on ``backend``."""
+    with rf.use_backend(backend):
+        return _run(dtype, steps)
+
+
+def _run(dtype: str, steps: int) -> str:
     rng = np.random.default_rng(0)
     h = hashlib.sha256()
     conv = rf.Variable(rng.standard_normal((3, 3, 2, 4)).astype(dtype) * 0.3, name="conv")
@@ -51,7 +58,8 @@ def run(dtype: str, steps: int = 6) -> str:
 
 
 def main() -> None:
-    print(json.dumps({d: run(d) for d in ("float32", "float64")}))
+    backend = sys.argv[1] if len(sys.argv) > 1 else "numpy"
+    print(json.dumps({d: run(d, backend=backend) for d in ("float32", "float64")}))
 
 
 if __name__ == "__main__":

@@ -88,3 +88,12 @@ def test_golden_model_scenarios_regenerate_byte_for_byte(variant: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "golden files reproduced byte for byte" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_cupy_forward_backward_and_update_bits_equal_numpys() -> None:
+    """The same run on the GPU: every loss, gradient and parameter the same bits."""
+    from tests.repro_run import run
+
+    for dtype in ("float32", "float64"):
+        assert run(dtype, backend="cupy") == run(dtype, backend="numpy"), dtype
