@@ -27,7 +27,7 @@ import numpy as np
 
 from refopt import backend
 
-__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "make_node"]
+__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "make_node", "staged_for"]
 
 _FLOAT_NAMES = frozenset(("float32", "float64"))
 
@@ -264,6 +264,34 @@ def _op_error(name: str, exc: Exception, datas: Sequence[Any], kwargs: dict) -> 
         return cls(msg)
     except Exception:  # a built-in with another constructor (UnicodeError's family)
         return RuntimeError(msg)
+
+
+def staged_for(var: Variable, value: Any, what: str, error: type[Exception] = ValueError) -> Any:
+    """``value`` (an array, Tensor or nested list) as an array ``var`` can take without
+    complaint -- its shape, its exact dtype (a non-native byte order converted), its
+    backend -- never aliasing the caller's array; otherwise ``error`` naming ``what``.
+    What a load checks of every value before it changes anything."""
+    arr = value.data if isinstance(value, Tensor) else value
+    if not hasattr(arr, "__array_namespace__"):
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # ragged lists, objects that refuse conversion
+            raise error(f"{what}: {type(value).__name__} is not an array ({exc})") from exc
+    if tuple(arr.shape) != var.shape:
+        raise error(f"{what}: shape {tuple(arr.shape)} does not match the variable's {var.shape}")
+    if backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
+        raise error(
+            f"{what}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
+            f"{backend.dtype_name(var.dtype)}"
+        )
+    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    arr = backend.move(arr, var.backend)
+    if arr.dtype != var.dtype:  # what assign compares; never expected after the checks above
+        raise error(f"{what}: dtype {arr.dtype!r} cannot be assigned to the variable's {var.dtype!r}")
+    if arr is value or (isinstance(value, Tensor) and arr is value.data):
+        arr = backend.namespace(arr).asarray(arr, copy=True)
+    return arr
 
 
 def make_node(data: Any, prim: Primitive, args: tuple, kwargs: dict) -> Tensor:

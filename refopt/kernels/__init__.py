@@ -78,32 +78,21 @@ def matmul(a: Any, b: Any) -> Any:
     return backend.namespace(a).matmul(a, b)
 
 
-def sum(x: Any, axes: tuple, keepdims: bool) -> Any:
-    """Sum over ``axes``: fixed pairwise order (reproducible) or the library's."""
-    if reproducible():
-        return _run(_red.tree_sum, x, axes=axes, keepdims=keepdims)
-    return backend.namespace(x).sum(x, axis=axes, keepdims=keepdims)
+def _reduction(name: str, kernel: Callable[..., Any], what: str) -> Callable[[Any, tuple, bool], Any]:
+    def fn(x: Any, axes: tuple, keepdims: bool) -> Any:
+        if reproducible():
+            return _run(kernel, x, axes=axes, keepdims=keepdims)
+        return getattr(backend.namespace(x), name)(x, axis=axes, keepdims=keepdims)
+
+    fn.__name__ = name
+    fn.__doc__ = f"{what} over ``axes``; reproducible mode: :mod:`refopt.kernels.reduce`, fast: the library's."
+    return fn
 
 
-def mean(x: Any, axes: tuple, keepdims: bool) -> Any:
-    """Mean over ``axes``: fixed-order sum / n (reproducible) or the library's."""
-    if reproducible():
-        return _run(_red.tree_mean, x, axes=axes, keepdims=keepdims)
-    return backend.namespace(x).mean(x, axis=axes, keepdims=keepdims)
-
-
-def max(x: Any, axes: tuple, keepdims: bool) -> Any:
-    """Largest element over ``axes``; a zero result's sign fixed in reproducible mode."""
-    if reproducible():
-        return _run(_red.max, x, axes=axes, keepdims=keepdims)
-    return backend.namespace(x).max(x, axis=axes, keepdims=keepdims)
-
-
-def min(x: Any, axes: tuple, keepdims: bool) -> Any:
-    """Smallest element over ``axes``; a zero result's sign fixed in reproducible mode."""
-    if reproducible():
-        return _run(_red.min, x, axes=axes, keepdims=keepdims)
-    return backend.namespace(x).min(x, axis=axes, keepdims=keepdims)
+sum = _reduction("sum", _red.tree_sum, "Sum (a fixed pairwise order)")
+mean = _reduction("mean", _red.tree_mean, "Mean (fixed-order sum / n)")
+max = _reduction("max", _red.max, "Largest element (a zero result's sign fixed)")
+min = _reduction("min", _red.min, "Smallest element (a zero result's sign fixed)")
 
 
 def maximum(a: Any, b: Any) -> Any:

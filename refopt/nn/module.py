@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from refopt import backend
-from refopt.autodiff.tensor import Tensor, Variable, to_numpy
+from refopt.autodiff.tensor import Tensor, Variable, staged_for, to_numpy
 from refopt.io import check_fields, read_arrays, write_arrays
 from refopt.nn import init as initializers
 
@@ -86,31 +86,6 @@ def owner_of(var: Variable) -> tuple[Module, str] | None:
 
 # Module's own bookkeeping attributes: never registered, whatever they hold.
 _INTERNAL = frozenset({"name", "training", "_explicit_name", "_variables", "_modules", "_path", "_parent"})
-
-
-def _staged_value(name: str, value: Any, var: Variable) -> Any:
-    """``value`` as the array ``var.assign`` will take without complaint -- same shape,
-    the exact dtype (a non-native byte order converted), the variable's backend -- or a
-    :class:`CheckpointError` naming ``name``."""
-    arr = value.data if isinstance(value, Tensor) else value
-    if not hasattr(arr, "__array_namespace__"):
-        try:
-            arr = np.asarray(arr)
-        except Exception as exc:  # ragged lists, objects that refuse conversion
-            raise CheckpointError(f"{name!r}: {type(value).__name__} is not an array ({exc})") from exc
-    if tuple(arr.shape) != var.shape:
-        raise CheckpointError(f"{name!r}: shape {tuple(arr.shape)} does not match the variable's {var.shape}")
-    if backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
-        raise CheckpointError(
-            f"{name!r}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
-            f"{backend.dtype_name(var.dtype)}"
-        )
-    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    arr = backend.move(arr, var.backend)
-    if arr.dtype != var.dtype:  # what assign compares; never expected after the checks above
-        raise CheckpointError(f"{name!r}: dtype {arr.dtype!r} cannot be assigned to the variable's {var.dtype!r}")
-    return arr
 
 
 class Module:
@@ -432,7 +407,7 @@ class Module:
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
             raise CheckpointError(f"state does not fit {self.name!r}: missing {missing}, unexpected {unexpected}")
-        staged = [(var, _staged_value(name, state[name], var)) for name, var in own.items()]
+        staged = [(var, staged_for(var, state[name], repr(name), CheckpointError)) for name, var in own.items()]
         for var, arr in staged:  # nothing below can fail: shapes, dtypes, devices are right
             var.assign(arr)
 

@@ -43,7 +43,7 @@ import numpy as np
 
 from refopt import backend
 from refopt.autodiff.graph import gradients
-from refopt.autodiff.tensor import Tensor, Variable, to_numpy
+from refopt.autodiff.tensor import Tensor, Variable, staged_for, to_numpy
 from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
 from refopt.optim.clipping import clip_arrays
 from refopt.optim.conventions import CONVENTION, DEFAULTS, check_convention, rule_title, scalar, via_float32
@@ -160,30 +160,6 @@ def _count(x: Any, what: str) -> int:
     if not isinstance(x, (int, np.integer)) or isinstance(x, bool) or x < 0:
         raise ValueError(f"{what} must be a non-negative int, got {x!r}")
     return int(x)
-
-
-def _staged_slot(value: Any, var: Variable, what: str) -> Any:
-    """A loaded slot value as an array of ``var``'s shape, exact dtype (native byte order)
-    and backend, or an error naming it."""
-    arr = value.data if isinstance(value, Tensor) else value
-    if not hasattr(arr, "__array_namespace__"):
-        try:
-            arr = np.asarray(arr)
-        except Exception as exc:  # ragged lists, objects that refuse conversion
-            raise ValueError(f"{what} is not an array ({exc})") from exc
-    if tuple(arr.shape) != var.shape or backend.dtype_name(arr.dtype) != backend.dtype_name(var.dtype):
-        raise ValueError(
-            f"{what} is {backend.dtype_name(arr.dtype)}{tuple(arr.shape)}, the variable "
-            f"{backend.dtype_name(var.dtype)}{var.shape}"
-        )
-    if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    arr = backend.move(arr, var.backend)
-    if arr.dtype != var.dtype:
-        raise ValueError(f"{what} has dtype {arr.dtype!r}, the variable {var.dtype!r}")
-    if arr is value or (isinstance(value, Tensor) and arr is value.data):
-        arr = backend.namespace(arr).asarray(arr, copy=True)  # the state never aliases the caller's arrays
-    return arr
 
 
 class Optimizer:
@@ -821,7 +797,7 @@ class Optimizer:
                 if canon in given:
                     raise ValueError(f"{what}: slot {canon!r} given twice (as {given[canon]!r} and {sname!r})")
                 given[canon] = sname
-                slots[canon] = _staged_slot(value, var, f"{what}: slot {sname!r}")
+                slots[canon] = staged_for(var, value, f"{what}: slot {sname!r}")
             lacking = [s for s in valid if s not in slots and self._slot_init.get(s) is not None]
             if lacking:
                 raise ValueError(f"{what}: missing slots {lacking} (a state holds every slot the variable keeps)")
