@@ -45,8 +45,11 @@ from refopt import backend
 from refopt.autodiff.graph import gradients
 from refopt.autodiff.tensor import Tensor, Variable, staged_for, to_numpy
 from refopt.io import FileFormatError, check_fields, read_arrays, write_arrays
+from refopt.optim import execute
 from refopt.optim.clipping import clip_arrays
 from refopt.optim.conventions import CONVENTION, DEFAULTS, check_convention, rule_title, scalar, via_float32
+from refopt.optim.execute import Task
+from refopt.optim.rules import Rule
 
 __all__ = ["Optimizer", "Hyper", "StepContext", "SLOT_ALIASES"]
 
@@ -167,9 +170,8 @@ class Optimizer:
     :class:`~refopt.optim.AdamW`."""
 
     rule = ""
-    _rules: dict[str, Callable[..., Any]] = {}
+    _rules: dict[str, Rule] = {}
     _options: dict[str, set[str]] = {}
-    _slot_init: dict[str, str | None] = {}
     _decoupled = False
     # hyperparameters whose default is "no effect", checked against _options
     _NEUTRAL = {
@@ -345,7 +347,7 @@ class Optimizer:
         st = _VarState(var, group, hyper, {})
         xp = backend.namespace(var.data)
         for name in self._slot_list(hyper):
-            if self._slot_init.get(name) == "zeros":
+            if self._slot_starts(name) == "zeros":
                 st.slots[name] = xp.zeros(var.data.shape, dtype=var.data.dtype)
         return st
 
@@ -355,8 +357,17 @@ class Optimizer:
             grp.powers = (np.float32(values.get("beta1", 0.9)), np.float32(values.get("beta2", 0.999)))
 
     # -- subclass hooks ---------------------------------------------------------------------
+    @property
+    def _rule(self) -> Rule:
+        """This optimizer's update rule in its convention (policies, scalars, formula)."""
+        return self._rules[self.convention]
+
     def _slot_list(self, h: Hyper) -> tuple[str, ...]:
-        raise NotImplementedError
+        return self._rule.slots(h)
+
+    def _slot_starts(self, name: str) -> str | None:
+        """How slot ``name`` starts: ``"zeros"``, or None (made by the first update)."""
+        return self._rule.slot_init(name)
 
     def slot_names(self) -> list[str]:
         """Canonical slot names this optimizer keeps (for its resolved hyperparameters)."""
@@ -542,45 +553,32 @@ class Optimizer:
             key = (st.group, st.hyper.lr_multiplier)
             leaves[key] = leaves.get(key, 0) + 1
         x64 = any(backend.dtype_name(st.var.dtype) == "float64" for st in pool)  # optax: float64 needs x64 on
-        updates = []
+        rule = self._rule
+        tasks, owners = [], []
+        prepared: dict[tuple, tuple] = {}
         for st, g in live:
-            count = st.step + 1 if self.convention == "torch" else self.iterations + 1
-            ctx = StepContext(
-                st.var.data.dtype,
-                self._lr(st, x64),
-                count,
-                self._groups[st.group].powers,
-                leaves[(st.group, st.hyper.lr_multiplier)],
-            )
-            new_p, new_slots = self._rules[self.convention](st.var.data, g, st.slots, st.hyper, ctx)
-            mask = checked_masks.get(id(st.var))
-            if mask is not None:
-                xp = backend.namespace(st.var.data)
-                new_p = xp.where(mask, new_p, st.var.data)
-                for name, value in new_slots.items():
-                    old = st.slots.get(name)
-                    new_slots[name] = xp.where(mask, value, old if old is not None else xp.zeros_like(value))
-            for what, value in (("value", new_p), *new_slots.items()):
-                if tuple(value.shape) != st.var.shape or value.dtype != st.var.dtype:  # a rule bug, caught pre-commit
-                    raise AssertionError(
-                        f"{self.convention} {self.rule} rule returned {what} as {value.dtype}{tuple(value.shape)} "
-                        f"for {st.var.name!r} ({st.var.dtype}{st.var.shape})"
-                    )
-            updates.append((st, new_p, new_slots))
+            count = st.step + 1 if rule.per_variable_count else self.iterations + 1
+            lr = self._lr(st, x64)
+            powers = self._groups[st.group].powers
+            slots = {k: v for k, v in st.slots.items() if v is not None}  # None: not made yet (torch SGD)
+            present = frozenset(slots)
+            key = (st.hyper, st.var.data.dtype, lr, count, powers, leaves[(st.group, st.hyper.lr_multiplier)], present)
+            hit = prepared.get(key)
+            if hit is None:
+                ctx = StepContext(st.var.data.dtype, lr, count, powers, key[5])
+                hit = prepared[key] = rule.prepare(st.hyper, ctx, present)
+            tasks.append(Task(st.var.data, g, slots, checked_masks.get(id(st.var)), *hit))
+            owners.append(st)
+        results = execute.run(rule, tasks)
 
         # commit: nothing above changed any state
         self._states.update(fresh)
-        for st, new_p, new_slots in updates:
-            st.var.assign(new_p)
-            st.slots.update(new_slots)
+        for st, out in zip(owners, results):
+            st.var.assign(out.pop("p"))
+            st.slots.update(out)
             st.step += 1
-        if self.convention == "tf1" and self.rule == "adam":
-            for grp in self._groups:
-                values = {**self._defaults, **grp.overrides}
-                grp.powers = (
-                    np.float32(grp.powers[0] * np.float32(values["beta1"])),
-                    np.float32(grp.powers[1] * np.float32(values["beta2"])),
-                )
+        if rule.after_step is not None:
+            rule.after_step(self)
         self.iterations += 1
         return self.iterations
 
@@ -798,7 +796,7 @@ class Optimizer:
                     raise ValueError(f"{what}: slot {canon!r} given twice (as {given[canon]!r} and {sname!r})")
                 given[canon] = sname
                 slots[canon] = staged_for(var, value, f"{what}: slot {sname!r}")
-            lacking = [s for s in valid if s not in slots and self._slot_init.get(s) is not None]
+            lacking = [s for s in valid if s not in slots and self._slot_starts(s) is not None]
             if lacking:
                 raise ValueError(f"{what}: missing slots {lacking} (a state holds every slot the variable keeps)")
             staged.append((var, st, slots, step))

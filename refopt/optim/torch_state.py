@@ -203,7 +203,7 @@ def load_torch_state_dict(
                 # no state yet (or SGD's buffer not created): torch starts from zeros / a copy of the gradient
                 slots[name] = (
                     backend.namespace(var.data).zeros(var.data.shape, dtype=var.data.dtype)
-                    if opt._slot_init.get(name) == "zeros"
+                    if opt._slot_starts(name) == "zeros"
                     else None
                 )
                 continue

@@ -46,15 +46,18 @@ def test_full_matrix_with_every_framework(tmp_path) -> None:
 
 @pytest.mark.frameworks
 def test_a_perturbed_update_fails_verify(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
     from refopt.optim.adam import Adam
 
     real = Adam._rules["torch"]
 
-    def off_by_one_ulp(p, g, s, h, c):
-        new_p, slots = real(p, g, s, h, c)
-        return np.nextafter(new_p, np.inf).astype(new_p.dtype), slots
+    def a_few_ulp_off(K, o, a, s):  # the formula's result moved by ~2^-20 relative (a few ULP)
+        out = real.formula(K, o, a, s)
+        out["p"] = out["p"] * (1.0 + 2.0**-20)
+        return out
 
-    monkeypatch.setitem(Adam._rules, "torch", off_by_one_ulp)
+    monkeypatch.setitem(Adam._rules, "torch", dataclasses.replace(real, formula=a_few_ulp_off))
     code = cli.main(
         ["verify", "--scenarios", "adam-torch-amsgrad", "--frameworks", "torch", "--quiet", "--out", str(tmp_path)]
     )
