@@ -9,15 +9,17 @@ from refopt import ops as _ops
 from refopt._version import __version__
 from refopt.autodiff import *  # noqa: F403  (refopt.autodiff.__all__)
 from refopt.backend import current_backend, use_backend
-from refopt.kernels.mode import current_mode, use_mode
+from refopt.kernels.mode import current_kernels, current_mode, set_kernels, use_mode
 from refopt.ops import *  # noqa: F403  (refopt.ops.__all__)
 
 __all__ = [
     "__version__",
     "current_backend",
+    "current_kernels",
     "current_mode",
     "nn",
     "optim",
+    "set_kernels",
     "train",
     "use_backend",
     "use_mode",

@@ -1,6 +1,7 @@
 """numba intrinsics the generated kernels use: the fused multiply-add as LLVM's
 ``llvm.fma`` (one rounding, whatever the CPU: a hardware FMA or libm's exact ``fma``),
-and bit reinterpretation of floats."""
+bit reinterpretation of floats, and a typed pointer from an address (so that one kernel
+call can reach many arrays)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["fma", "bits64", "from_bits64", "bits32"]
+__all__ = ["fma", "bits64", "from_bits64", "bits32", "pointer"]
 
 
 @intrinsic
@@ -60,3 +61,18 @@ def bits32(typingctx, x):  # noqa: ANN001, ANN201
         return builder.bitcast(args[0], ir.IntType(32))
 
     return types.int32(types.float32), codegen
+
+
+@intrinsic
+def pointer(typingctx, address, dtype):  # noqa: ANN001, ANN201
+    """``address`` (an int64) as a pointer to ``dtype`` (a NumPy scalar type), for
+    ``numba.carray``."""
+    if address != types.int64 or not isinstance(dtype, types.NumberClass):
+        return None
+    elem = dtype.instance_type
+    sig = types.CPointer(elem)(address, dtype)
+
+    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(elem)))
+
+    return sig, codegen

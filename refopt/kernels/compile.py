@@ -31,7 +31,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Node", "Graph", "Tracer", "trace", "numba_source", "cuda_source", "compile_numba", "cache_dir"]
+__all__ = [
+    "Node",
+    "Graph",
+    "Tracer",
+    "trace",
+    "numba_source",
+    "numba_segments_source",
+    "cuda_source",
+    "compile_numba",
+    "numba_unoptimized_ir",
+    "cache_dir",
+]
 
 FLOATS = ("float32", "float64")
 
@@ -309,38 +320,41 @@ def _const_py(value: Any, dtype: str) -> str:
     return f"{_NP_TYPE[dtype]}(float.fromhex({float(value).hex()!r}))"
 
 
-def numba_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
-    """Python source of ``name(<inputs>, <outputs>)`` for numba: inputs named in
-    ``arrays`` are 1-D arrays read at ``i``, the others scalars; one output array per
-    graph output, written at ``i``; the loop covers the first output's length."""
-    live = graph._live()
-    lines = [
-        "import numpy as np",
-        "from refopt.kernels._numba_support import fma, bits64, from_bits64, bits32",
-        "",
-    ]
+_HEADER = [
+    "import numpy as np",
+    "from numba import carray",
+    "from refopt.kernels._numba_support import fma, bits64, from_bits64, bits32, pointer",
+    "",
+]
+
+
+def _numba_globals(graph: Graph, tag: str) -> tuple[list[str], dict[int, str], dict[int, str]]:
+    """Module-level lines for a graph's tables and constants (named with ``tag``), and the
+    names of its constants and tables."""
+    lines: list[str] = []
+    tables: dict[int, str] = {}
     for k, t in enumerate(graph.tables):
-        lines.append(
-            f"TABLE{k} = np.array({[float(v) if t.dtype.kind == 'f' else int(v) for v in t]!r}, "
-            f"dtype=np.{t.dtype.name})"
-        )
+        tables[k] = f"{tag}TABLE{k}"
+        values = [float(v) if t.dtype.kind == "f" else int(v) for v in t]
+        lines.append(f"{tables[k]} = np.array({values!r}, dtype=np.{t.dtype.name})")
     consts: dict[int, str] = {}
-    for n in live:
+    for n in graph._live():
         if n.op == "const":
-            consts[n.index] = f"C{n.index}"
-            lines.append(f"C{n.index} = {_const_py(n.args[0], n.dtype)}")
-    params = [n.args[0] for n in graph.inputs] + [f"out{k}" for k in range(len(graph.outputs))]
-    lines += ["", "", f"def {name}({', '.join(params)}):", "    for i in range(out0.shape[0]):"]
-    names: dict[int, str] = {}
-    for n in graph.inputs:
-        names[n.index] = n.args[0] + ("[i]" if n.args[0] in arrays else "")
-    names.update(consts)
+            consts[n.index] = f"{tag}C{n.index}"
+            lines.append(f"{consts[n.index]} = {_const_py(n.args[0], n.dtype)}")
+    return lines, consts, tables
+
+
+def _numba_statements(graph: Graph, names: dict[int, str], tables: dict[int, str], indent: str, tag: str) -> list[str]:
+    """One assignment per live operation (``names`` holds the inputs' and constants'
+    expressions and receives the temporaries'); the outputs' expressions are then
+    ``names[o.index]``."""
+    out = []
 
     def ref(a: Any) -> str:
         return names[a.index]
 
-    body = []
-    for n in live:
+    for n in graph._live():
         if n.op in ("input", "const"):
             continue
         a = n.args
@@ -370,15 +384,71 @@ def numba_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
         elif op in ("to_int", "to_float", "to_f64", "to_f32"):
             expr = f"{_NP_TYPE[n.dtype]}({ref(a[0])})"
         elif op == "lookup":
-            expr = f"TABLE{a[0]}[{ref(a[1])}]"
+            expr = f"{tables[a[0]]}[{ref(a[1])}]"
         elif op == "fma":
             expr = f"fma({ref(a[0])}, {ref(a[1])}, {ref(a[2])})"
         else:  # pragma: no cover - every op the tracer records is handled above
             raise FormulaError(f"numba emitter: unknown op {op!r}")
-        names[n.index] = f"t{n.index}"
-        body.append(f"        t{n.index} = {expr}")
-    body += [f"        out{k}[i] = {ref(o)}" for k, o in enumerate(graph.outputs)]
-    return "\n".join(lines + body) + "\n"
+        names[n.index] = f"{tag}t{n.index}"
+        out.append(f"{indent}{tag}t{n.index} = {expr}")
+    return out
+
+
+def numba_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
+    """Python source of ``name(<inputs>, <outputs>)`` for numba: inputs named in
+    ``arrays`` are 1-D arrays read at ``i``, the others scalars; one output array per
+    graph output, written at ``i``; the loop covers the first output's length."""
+    lines, consts, tables = _numba_globals(graph, "")
+    params = [n.args[0] for n in graph.inputs] + [f"out{k}" for k in range(len(graph.outputs))]
+    lines = _HEADER + lines + ["", "", f"def {name}({', '.join(params)}):", "    for i in range(out0.shape[0]):"]
+    names = {n.index: n.args[0] + ("[i]" if n.args[0] in arrays else "") for n in graph.inputs}
+    names.update(consts)
+    lines += _numba_statements(graph, names, tables, "        ", "")
+    lines += [f"        out{k}[i] = {names[o.index]}" for k, o in enumerate(graph.outputs)]
+    return "\n".join(lines) + "\n"
+
+
+def numba_segments_source(graphs: Sequence[Graph], name: str, arrays: Sequence[str], scalars: Sequence[str]) -> str:
+    """Python source of a kernel that runs a formula over many segments (variables) in
+    one call::
+
+        name(A_<array>..., S_<scalar>..., O_0..., sizes, tails)
+
+    ``A_x``: int64 addresses of each segment's 1-D array ``x`` (its dtype the graph
+    input's); ``S_x``: each segment's value of scalar ``x``; ``O_k``: addresses of each
+    segment's output ``k``, which may be an input's (an update in place: every input of
+    element i is read before any output of element i is written).  ``graphs[0]`` computes
+    the first ``sizes[seg] - tails[seg]`` elements, ``graphs[1]`` (if given) the rest --
+    torch's remainder loop.  The graphs share their inputs and outputs by position."""
+    body = graphs[0]
+    header: list[str] = []
+    per_graph = []
+    for gi, g in enumerate(graphs):
+        tag = f"G{gi}_"
+        glines, consts, tables = _numba_globals(g, tag)
+        header += glines
+        per_graph.append((g, consts, tables, tag))
+    dtypes = {n.args[0]: n.dtype for n in body.inputs}
+    outs = [o.dtype for o in body.outputs]
+    params = [f"A_{a}" for a in arrays] + [f"S_{x}" for x in scalars] + [f"O_{k}" for k in range(len(outs))]
+    lines = _HEADER + header + ["", "", f"def {name}({', '.join(params)}, sizes, tails):"]
+    lines.append("    for seg in range(sizes.shape[0]):")
+    lines.append("        n = sizes[seg]")
+    lines.append("        k = n - tails[seg]")
+    for a in arrays:
+        lines.append(f"        {a} = carray(pointer(A_{a}[seg], {_NP_TYPE[dtypes[a]]}), (n,))")
+    for x in scalars:
+        lines.append(f"        {x} = S_{x}[seg]")
+    for k, dt in enumerate(outs):
+        lines.append(f"        out{k} = carray(pointer(O_{k}[seg], {_NP_TYPE[dt]}), (n,))")
+    for gi, (g, consts, tables, tag) in enumerate(per_graph):
+        rng = "range(k)" if gi == 0 else "range(k, n)"
+        lines.append(f"        for i in {rng}:")
+        names = {n.index: n.args[0] + ("[i]" if n.args[0] in arrays else "") for n in g.inputs}
+        names.update(consts)
+        lines += _numba_statements(g, names, tables, "            ", tag)
+        lines += [f"            out{k}[i] = {names[o.index]}" for k, o in enumerate(g.outputs)]
+    return "\n".join(lines) + "\n"
 
 
 _C_TYPE = {"float32": "float", "float64": "double", "int64": "long long", "bool": "bool"}
@@ -535,3 +605,17 @@ def compile_numba(source: str, name: str) -> Callable[..., Any]:
     fn = numba.njit(fastmath=False, cache=True, nogil=True)(getattr(module, name))
     _compiled[key] = fn
     return fn
+
+
+def numba_unoptimized_ir(source: str, name: str, signature: Any) -> str:
+    """The LLVM IR of generated function ``name`` compiled for ``signature`` with LLVM's
+    optimisations off -- one call per formula operation, before the loop vectoriser turns
+    a scalar ``llvm.fma.f32`` into ``llvm.fma.v8f32`` and an epilogue (for inspection by
+    the tests; the kernels themselves are compiled by :func:`compile_numba`)."""
+    import numba
+
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<refopt kernel {name}>", "exec"), namespace)
+    fn = numba.njit(fastmath=False, _dbg_optnone=True)(namespace[name])
+    fn.compile(signature)
+    return "\n".join(fn.inspect_llvm().values())

@@ -17,7 +17,16 @@ from __future__ import annotations
 import contextvars
 import os
 
-__all__ = ["MODES", "current_mode", "use_mode", "reproducible"]
+__all__ = [
+    "MODES",
+    "KERNELS",
+    "current_mode",
+    "use_mode",
+    "reproducible",
+    "set_kernels",
+    "current_kernels",
+    "numba_available",
+]
 
 MODES = ("reproducible", "fast")
 
@@ -62,3 +71,50 @@ class use_mode:
 
     def __exit__(self, *exc: object) -> None:
         _mode.reset(self._token)
+
+
+# -- which implementation runs the compiled kernels ---------------------------------------------
+KERNELS = ("numba", "numpy")
+
+
+def numba_available() -> bool:
+    """True when numba imports (the compiled kernels' CPU path)."""
+    global _NUMBA
+    if _NUMBA is None:
+        try:
+            import numba  # noqa: F401
+        except Exception:  # not installed, or broken: the NumPy path serves
+            _NUMBA = False
+        else:
+            _NUMBA = True
+    return _NUMBA
+
+
+_NUMBA: bool | None = None
+
+
+def _kernels_from_environment() -> str:
+    name = os.environ.get("REFOPT_KERNELS", "numba").strip().lower() or "numba"
+    if name not in KERNELS:
+        raise ValueError(f"REFOPT_KERNELS={name!r} is not a kernel implementation; valid ones are {', '.join(KERNELS)}")
+    return name
+
+
+_KERNELS_DEFAULT = _kernels_from_environment()
+_kernels: contextvars.ContextVar[str] = contextvars.ContextVar("refopt_kernels", default=_KERNELS_DEFAULT)
+
+
+def set_kernels(name: str) -> None:
+    """Choose how the elementwise kernels (optimizer updates, transcendental functions) run
+    on NumPy arrays, for this thread or task: ``"numba"`` (compiled; the default) or
+    ``"numpy"`` (the reference: one NumPy call per formula operation).  Both give the same
+    bits.  Without numba installed, ``"numba"`` runs the NumPy path."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernels {name!r}; valid ones are {', '.join(KERNELS)}")
+    _kernels.set(name)
+
+
+def current_kernels() -> str:
+    """The kernels that run now: ``"numba"`` when chosen and importable, else ``"numpy"``."""
+    name = _kernels.get()
+    return name if name == "numpy" or numba_available() else "numpy"

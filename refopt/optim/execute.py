@@ -6,7 +6,10 @@ static options and prepared scalars -- and returns each variable's new value and
 * ``numpy`` (the reference): the formula evaluated by
   :class:`~refopt.kernels.formula.ArrayOps`, one array operation per formula operation,
   the FMA exact; the torch tail on the last ``numel mod W`` elements.
-* ``numba``: see :mod:`refopt.optim.compiled` (the same formula traced and compiled).
+* ``numba``: the same formula traced once per variant (:mod:`refopt.kernels.compile`)
+  and compiled to one kernel that updates every variable of the call -- the variables of
+  one variant, dtype and set of slots -- in a single loop over segments (torch's tail as
+  a second loop), FMA as ``llvm.fma``, no fast-math.
 
 A mask keeps every output where it is False: ``where(mask, new, old)`` for the value and
 each slot (a slot that did not exist yet stays zero there).
@@ -21,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from refopt import backend
+from refopt.kernels import compile as C
 from refopt.kernels.formula import array_ops
+from refopt.kernels.mode import current_kernels
 from refopt.optim.rules import Options, Rule
 
 __all__ = ["Task", "run", "masked_formula", "with_tail"]
@@ -88,6 +93,98 @@ def _cupy() -> Any:
     return cupy
 
 
+# -- numba ----------------------------------------------------------------------------------------
+_KERNELS: dict[tuple, tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = {}
+
+
+def _variant(rule: Rule, task: Task) -> tuple:
+    """What selects one compiled kernel: the formula variant, dtype, slots and mask."""
+    return (rule, task.o, task.p.dtype.name, tuple(sorted(task.slots)), task.mask is not None)
+
+
+def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+    """The compiled kernel of ``task``'s variant, with its array, scalar and output names
+    and its source."""
+    key = _variant(rule, task) + (tuple(task.s),)
+    hit = _KERNELS.get(key)
+    if hit is not None:
+        return hit
+    dtype = task.p.dtype.name
+    arrays = ("p", "g", *sorted(task.slots), *(("mask",) if task.mask is not None else ()))
+    scalars = tuple(task.s)
+    formula = masked_formula(rule)
+    names: list[tuple[str, ...]] = []
+
+    def traced(o: Options) -> Any:
+        def f(K: Any, *vals: Any) -> tuple:
+            a = dict(zip(arrays, vals[: len(arrays)]))
+            out = formula(K, o, a, dict(zip(scalars, vals[len(arrays) :])))
+            order = ("p", *sorted(k for k in out if k != "p"))
+            names.append(order)
+            return tuple(out[k] for k in order)
+
+        inputs = [(n, "bool" if n == "mask" else dtype) for n in arrays] + [(n, dtype) for n in scalars]
+        return C.trace(f, inputs)
+
+    graphs = [traced(task.o)]
+    if rule.tail(task.p.dtype.itemsize):
+        graphs.append(traced(with_tail(task.o)))
+    if len(set(names)) != 1:  # pragma: no cover - a rule's tail variant must write what its body writes
+        raise AssertionError(f"{rule.name}: the tail formula writes {names[-1]}, the body {names[0]}")
+    fname = "update_" + rule.name.replace("/", "_")
+    source = C.numba_segments_source(graphs, fname, arrays, scalars)
+    hit = _KERNELS[key] = (C.compile_numba(source, fname), arrays, scalars, names[0], source)
+    return hit
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+def _numba_group(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """One kernel call for tasks of one variant (NumPy arrays)."""
+    fn, arrays, scalars, outputs, _ = _kernel(rule, tasks[0])
+    n = len(tasks)
+    keep: list[np.ndarray] = []  # the arrays whose addresses the kernel reads
+    addr = {a: np.empty(n, np.int64) for a in arrays}
+    out_addr = [np.empty(n, np.int64) for _ in outputs]
+    vals = {x: np.empty(n, tasks[0].p.dtype) for x in scalars}
+    sizes = np.empty(n, np.int64)
+    tails = np.zeros(n, np.int64)
+    width = rule.tail(tasks[0].p.dtype.itemsize)
+    results = []
+    for j, t in enumerate(tasks):
+        src = {"p": t.p, "g": t.g, **t.slots, "mask": t.mask}
+        for a in arrays:
+            arr = np.ascontiguousarray(src[a])
+            keep.append(arr)
+            addr[a][j] = _address(arr)
+        for x in scalars:
+            vals[x][j] = t.s[x]
+        out = {name: np.empty(t.p.shape, t.p.dtype) for name in outputs}
+        for k, name in enumerate(outputs):
+            out_addr[k][j] = _address(out[name])
+        results.append(out)
+        sizes[j] = t.p.size
+        if width:
+            tails[j] = t.p.size % width
+    fn(*(addr[a] for a in arrays), *(vals[x] for x in scalars), *out_addr, sizes, tails)
+    return results
+
+
 def run(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
-    """Each task's new value and slots (``{"p": ..., slot: ...}``), on the NumPy path."""
-    return [_numpy_one(rule, t) for t in tasks]
+    """Each task's new value and slots (``{"p": ..., slot: ...}``): compiled (numba) for
+    NumPy arrays when the kernels are ``"numba"``, else the NumPy reference path."""
+    if current_kernels() != "numba":
+        return [_numpy_one(rule, t) for t in tasks]
+    results: list[Any] = [None] * len(tasks)
+    groups: dict[tuple, list[int]] = {}
+    for j, t in enumerate(tasks):
+        if isinstance(t.p, np.ndarray):
+            groups.setdefault(_variant(rule, t) + (tuple(t.s),), []).append(j)
+        else:  # CuPy and other arrays: the reference path, on their device
+            results[j] = _numpy_one(rule, t)
+    for idx in groups.values():
+        for j, out in zip(idx, _numba_group(rule, [tasks[j] for j in idx])):
+            results[j] = out
+    return results

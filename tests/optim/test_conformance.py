@@ -12,12 +12,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import refopt as rf
 from refopt.oracle.adapters import available, run_framework
 from refopt.oracle.run import run_refopt
 from refopt.testing import assert_trajectory_equal, ulp_distance
 from tests.optim.streams import make_run
 
 pytestmark = pytest.mark.frameworks
+
+# Both paths are held to the frameworks: the compiled kernels (numba, when installed) and
+# the NumPy reference path.
+KERNELS = ("numba", "numpy") if rf.current_kernels() == "numba" else ("numpy",)
+
+
+def with_kernels(name, check):
+    rf.set_kernels(name)
+    try:
+        check()
+    finally:
+        rf.set_kernels("numba")
+
 
 # (rule, convention, framework, option sets)
 MATRIX = [
@@ -77,9 +91,9 @@ def test_bit_for_bit(rule, convention, framework, options, dtype, steps) -> None
     if not available(framework):
         pytest.skip(f"{framework} is not installed")
     run = make_run(rule, convention, dtype, options, steps=steps, seed=hash((rule, convention, dtype)) % 1000)
-    mine = run_refopt(run)
     theirs = run_framework(run, framework)
-    assert_trajectory_equal(mine, theirs, max_ulp=0)
+    for kernels in KERNELS:  # the compiled kernels (the default) and the NumPy reference path
+        with_kernels(kernels, lambda: assert_trajectory_equal(run_refopt(run), theirs, max_ulp=0))
 
 
 @pytest.mark.parametrize(
@@ -100,7 +114,9 @@ def test_exclusions_and_multipliers(convention, framework) -> None:
         exclude_from_weight_decay=["bias", "layer_norm"],
         lr_multipliers={"^head/": 0.1, "gamma": 3.0},
     )
-    assert_trajectory_equal(run_refopt(run), run_framework(run, framework))
+    theirs = run_framework(run, framework)
+    for kernels in KERNELS:
+        with_kernels(kernels, lambda: assert_trajectory_equal(run_refopt(run), theirs))
 
 
 @pytest.mark.parametrize("framework", ["tf1", "keras"])
@@ -109,7 +125,9 @@ def test_multipliers_sgd_adam(framework) -> None:
         pytest.skip(f"{framework} is not installed")
     for rule, opts in (("adam", {}), ("sgd", {"momentum": 0.9})):
         run = make_run(rule, framework, "float64", opts, steps=15, seed=9, lr_multipliers={"kernel": 0.25})
-        assert_trajectory_equal(run_refopt(run), run_framework(run, framework))
+        theirs = run_framework(run, framework)
+        for kernels in KERNELS:
+            with_kernels(kernels, lambda run=run, theirs=theirs: assert_trajectory_equal(run_refopt(run), theirs))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
