@@ -193,6 +193,13 @@ class Variable(Tensor):
         self._version += 1
         return self
 
+    def _commit(self, data: Any) -> None:
+        """Take ``data`` as the new value without copying (an optimizer's fresh array, or
+        this variable's own array updated in place) and count the change: graphs built
+        from the old value refuse to be differentiated afterwards."""
+        self.data = data
+        self._version += 1
+
     def assign_add(self, delta: Any) -> Variable:
         """``self.assign(self + delta)`` evaluated on the arrays (no graph)."""
         d = delta.data if isinstance(delta, Tensor) else delta

@@ -9,7 +9,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["fma", "bits64", "from_bits64", "bits32", "pointer"]
+__all__ = ["fma", "sqrt", "rint", "floor", "fabs", "bits64", "from_bits64", "bits32", "pointer"]
 
 
 @intrinsic
@@ -25,6 +25,32 @@ def fma(typingctx, a, b, c):  # noqa: ANN001, ANN201 - numba's intrinsic protoco
         return builder.call(fn, args)
 
     return sig, codegen
+
+
+def _unary_intrinsic(llvm_name: str, doc: str):  # noqa: ANN202
+    """A float32/float64 intrinsic calling ``llvm_name`` (exact IEEE operations, which LLVM
+    may vectorise -- unlike libm's ``sqrtf``, a call that may set errno)."""
+
+    @intrinsic
+    def fn(typingctx, x):  # noqa: ANN001, ANN202
+        if x not in (types.float32, types.float64):
+            return None
+
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            ty = args[0].type
+            f = builder.module.declare_intrinsic(llvm_name, [ty], ir.FunctionType(ty, [ty]))
+            return builder.call(f, args)
+
+        return x(x), codegen
+
+    fn.__doc__ = doc
+    return fn
+
+
+sqrt = _unary_intrinsic("llvm.sqrt", "Correctly rounded square root (``llvm.sqrt``).")
+rint = _unary_intrinsic("llvm.rint", "Round to the nearest integral value, ties to even (``llvm.rint``).")
+floor = _unary_intrinsic("llvm.floor", "Round down to an integral value (``llvm.floor``).")
+fabs = _unary_intrinsic("llvm.fabs", "Absolute value (``llvm.fabs``).")
 
 
 @intrinsic

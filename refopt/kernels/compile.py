@@ -323,7 +323,7 @@ def _const_py(value: Any, dtype: str) -> str:
 _HEADER = [
     "import numpy as np",
     "from numba import carray",
-    "from refopt.kernels._numba_support import fma, bits64, from_bits64, bits32, pointer",
+    "from refopt.kernels._numba_support import fma, sqrt, rint, floor, fabs, bits64, from_bits64, bits32, pointer",
     "",
 ]
 
@@ -372,9 +372,11 @@ def _numba_statements(graph: Graph, names: dict[int, str], tables: dict[int, str
         elif op == "where":
             expr = f"{ref(a[1])} if {ref(a[0])} else {ref(a[2])}"
         elif op == "abs":
-            expr = f"abs({ref(a[0])})"
-        elif op in ("sqrt", "rint", "floor", "isnan"):
-            expr = f"np.{op}({ref(a[0])})"
+            expr = f"fabs({ref(a[0])})"
+        elif op in ("sqrt", "rint", "floor"):
+            expr = f"{op}({ref(a[0])})"
+        elif op == "isnan":
+            expr = f"{ref(a[0])} != {ref(a[0])}"
         elif op == "signbit":
             expr = f"bits64(np.float64({ref(a[0])})) < 0" if a[0].dtype == "float64" else f"bits32({ref(a[0])}) < 0"
         elif op == "bits":
@@ -408,7 +410,13 @@ def numba_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def numba_segments_source(graphs: Sequence[Graph], name: str, arrays: Sequence[str], scalars: Sequence[str]) -> str:
+def numba_segments_source(
+    graphs: Sequence[Graph],
+    name: str,
+    arrays: Sequence[str],
+    scalars: Sequence[str],
+    inplace: Sequence[str | None] | None = None,
+) -> str:
     """Python source of a kernel that runs a formula over many segments (variables) in
     one call::
 
@@ -416,8 +424,11 @@ def numba_segments_source(graphs: Sequence[Graph], name: str, arrays: Sequence[s
 
     ``A_x``: int64 addresses of each segment's 1-D array ``x`` (its dtype the graph
     input's); ``S_x``: each segment's value of scalar ``x``; ``O_k``: addresses of each
-    segment's output ``k``, which may be an input's (an update in place: every input of
-    element i is read before any output of element i is written).  ``graphs[0]`` computes
+    segment's output ``k``.  ``inplace[k]``, when given, names the input that output
+    ``k`` overwrites (it then has no ``O_k``): the store goes through the same array, so
+    that LLVM sees a load and a store of one index -- no loop-carried dependence, the
+    loop vectorises -- where two pointers to one range would defeat its alias checks.
+    Every input of element i is read before any output of element i is written.  ``graphs[0]`` computes
     the first ``sizes[seg] - tails[seg]`` elements, ``graphs[1]`` (if given) the rest --
     torch's remainder loop.  The graphs share their inputs and outputs by position."""
     body = graphs[0]
@@ -430,7 +441,9 @@ def numba_segments_source(graphs: Sequence[Graph], name: str, arrays: Sequence[s
         per_graph.append((g, consts, tables, tag))
     dtypes = {n.args[0]: n.dtype for n in body.inputs}
     outs = [o.dtype for o in body.outputs]
-    params = [f"A_{a}" for a in arrays] + [f"S_{x}" for x in scalars] + [f"O_{k}" for k in range(len(outs))]
+    over = list(inplace) if inplace is not None else [None] * len(outs)
+    params = [f"A_{a}" for a in arrays] + [f"S_{x}" for x in scalars]
+    params += [f"O_{k}" for k in range(len(outs)) if over[k] is None]
     lines = _HEADER + header + ["", "", f"def {name}({', '.join(params)}, sizes, tails):"]
     lines.append("    for seg in range(sizes.shape[0]):")
     lines.append("        n = sizes[seg]")
@@ -440,7 +453,10 @@ def numba_segments_source(graphs: Sequence[Graph], name: str, arrays: Sequence[s
     for x in scalars:
         lines.append(f"        {x} = S_{x}[seg]")
     for k, dt in enumerate(outs):
-        lines.append(f"        out{k} = carray(pointer(O_{k}[seg], {_NP_TYPE[dt]}), (n,))")
+        if over[k] is None:
+            lines.append(f"        out{k} = carray(pointer(O_{k}[seg], {_NP_TYPE[dt]}), (n,))")
+        else:
+            lines.append(f"        out{k} = {over[k]}")
     for gi, (g, consts, tables, tag) in enumerate(per_graph):
         rng = "range(k)" if gi == 0 else "range(k, n)"
         lines.append(f"        for i in {rng}:")
@@ -602,7 +618,8 @@ def compile_numba(source: str, name: str) -> Callable[..., Any]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
     spec.loader.exec_module(module)
-    fn = numba.njit(fastmath=False, cache=True, nogil=True)(getattr(module, name))
+    # error_model="numpy": x / 0 is inf (IEEE), never a raised ZeroDivisionError
+    fn = numba.njit(fastmath=False, error_model="numpy", cache=True, nogil=True)(getattr(module, name))
     _compiled[key] = fn
     return fn
 
@@ -616,6 +633,6 @@ def numba_unoptimized_ir(source: str, name: str, signature: Any) -> str:
 
     namespace: dict[str, Any] = {}
     exec(compile(source, f"<refopt kernel {name}>", "exec"), namespace)
-    fn = numba.njit(fastmath=False, _dbg_optnone=True)(namespace[name])
+    fn = numba.njit(fastmath=False, error_model="numpy", _dbg_optnone=True)(namespace[name])
     fn.compile(signature)
     return "\n".join(fn.inspect_llvm().values())

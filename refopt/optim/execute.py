@@ -18,6 +18,7 @@ each slot (a slot that did not exist yet stays zero there).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,7 +36,9 @@ __all__ = ["Task", "run", "masked_formula", "with_tail"]
 @dataclasses.dataclass
 class Task:
     """One variable's update: its value ``p``, gradient ``g``, current slots, optional
-    boolean mask, the static options ``o`` and the prepared scalars ``s``."""
+    boolean mask, the static options ``o``, the prepared scalars ``s``, and the names of
+    the outputs that may be written over their inputs (``inplace``: no one else holds
+    those arrays)."""
 
     p: Any
     g: Any
@@ -43,6 +46,45 @@ class Task:
     mask: Any
     o: Options
     s: dict[str, Any]
+    inplace: frozenset[str] = frozenset()
+
+
+class _Holder:
+    __slots__ = ("data",)
+
+
+def _baselines() -> tuple[int, int]:
+    """``sys.getrefcount`` of an array held by one object attribute and by one dict value
+    (calibrated here, not assumed: the counts differ between Python versions)."""
+    h = _Holder()
+    h.data = np.empty(1)
+    d = {"x": np.empty(1)}
+    return sys.getrefcount(h.data), sys.getrefcount(d["x"])
+
+
+_ATTR_REFS, _DICT_REFS = _baselines()
+
+
+def inplace_names(var: Any, slots: dict[str, Any]) -> frozenset[str]:
+    """The arrays of an update that can be overwritten: NumPy arrays, C-contiguous and
+    writable, held by nothing but the variable (``p``) or the optimizer's slot dict -- no
+    view, no Tensor, no state_dict a caller kept.  Writing any other in place would
+    change a value someone can see; those get fresh arrays."""
+    names = []
+    d = var.data
+    if type(d) is np.ndarray and d.flags.c_contiguous and d.flags.writeable:
+        del d
+        if sys.getrefcount(var.data) == _ATTR_REFS:
+            names.append("p")
+    else:
+        del d
+    for k in slots:
+        a = slots[k]
+        ok = type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable
+        del a
+        if ok and sys.getrefcount(slots[k]) == _DICT_REFS:
+            names.append(k)
+    return frozenset(names)
 
 
 def masked_formula(rule: Rule) -> Any:
@@ -98,8 +140,9 @@ _KERNELS: dict[tuple, tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ..
 
 
 def _variant(rule: Rule, task: Task) -> tuple:
-    """What selects one compiled kernel: the formula variant, dtype, slots and mask."""
-    return (rule, task.o, task.p.dtype.name, tuple(sorted(task.slots)), task.mask is not None)
+    """What selects one compiled kernel: the formula variant, dtype, slots, mask, and
+    which outputs overwrite their inputs."""
+    return (rule, task.o, task.p.dtype.name, tuple(sorted(task.slots)), task.mask is not None, task.inplace)
 
 
 def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
@@ -132,7 +175,8 @@ def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ..
     if len(set(names)) != 1:  # pragma: no cover - a rule's tail variant must write what its body writes
         raise AssertionError(f"{rule.name}: the tail formula writes {names[-1]}, the body {names[0]}")
     fname = "update_" + rule.name.replace("/", "_")
-    source = C.numba_segments_source(graphs, fname, arrays, scalars)
+    over = [name if name in task.inplace and name in arrays else None for name in names[0]]
+    source = C.numba_segments_source(graphs, fname, arrays, scalars, over)
     hit = _KERNELS[key] = (C.compile_numba(source, fname), arrays, scalars, names[0], source)
     return hit
 
@@ -147,22 +191,23 @@ def _numba_group(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
     n = len(tasks)
     keep: list[np.ndarray] = []  # the arrays whose addresses the kernel reads
     addr = {a: np.empty(n, np.int64) for a in arrays}
-    out_addr = [np.empty(n, np.int64) for _ in outputs]
+    fresh = [name for name in outputs if name not in tasks[0].inplace or name not in arrays]
+    out_addr = [np.empty(n, np.int64) for _ in fresh]
     vals = {x: np.empty(n, tasks[0].p.dtype) for x in scalars}
     sizes = np.empty(n, np.int64)
     tails = np.zeros(n, np.int64)
     width = rule.tail(tasks[0].p.dtype.itemsize)
     results = []
     for j, t in enumerate(tasks):
-        src = {"p": t.p, "g": t.g, **t.slots, "mask": t.mask}
+        src = {"p": t.p, "g": t.g, **t.slots, "mask": t.mask}  # inputs; in-place outputs are contiguous
         for a in arrays:
             arr = np.ascontiguousarray(src[a])
             keep.append(arr)
             addr[a][j] = _address(arr)
         for x in scalars:
             vals[x][j] = t.s[x]
-        out = {name: np.empty(t.p.shape, t.p.dtype) for name in outputs}
-        for k, name in enumerate(outputs):
+        out = {name: (np.empty(t.p.shape, t.p.dtype) if name in fresh else src[name]) for name in outputs}
+        for k, name in enumerate(fresh):
             out_addr[k][j] = _address(out[name])
         results.append(out)
         sizes[j] = t.p.size

@@ -560,6 +560,7 @@ class Optimizer:
             count = st.step + 1 if rule.per_variable_count else self.iterations + 1
             lr = self._lr(st, x64)
             powers = self._groups[st.group].powers
+            inplace = execute.inplace_names(st.var, st.slots)  # before anything else holds the arrays
             slots = {k: v for k, v in st.slots.items() if v is not None}  # None: not made yet (torch SGD)
             present = frozenset(slots)
             key = (st.hyper, st.var.data.dtype, lr, count, powers, leaves[(st.group, st.hyper.lr_multiplier)], present)
@@ -567,14 +568,14 @@ class Optimizer:
             if hit is None:
                 ctx = StepContext(st.var.data.dtype, lr, count, powers, key[5])
                 hit = prepared[key] = rule.prepare(st.hyper, ctx, present)
-            tasks.append(Task(st.var.data, g, slots, checked_masks.get(id(st.var)), *hit))
+            tasks.append(Task(st.var.data, g, slots, checked_masks.get(id(st.var)), *hit, inplace))
             owners.append(st)
         results = execute.run(rule, tasks)
 
         # commit: nothing above changed any state
         self._states.update(fresh)
         for st, out in zip(owners, results):
-            st.var.assign(out.pop("p"))
+            st.var._commit(out.pop("p"))  # fresh arrays, or the variable's own updated in place
             st.slots.update(out)
             st.step += 1
         if rule.after_step is not None:

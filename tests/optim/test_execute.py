@@ -179,8 +179,13 @@ def _graphs(rule_obj, dtype, **opts):
 
     ctx = StepContext(v.dtype, 0.01, 2, opt._groups[0].powers, 1)
     o, s = rule_obj.prepare(st.hyper, ctx, frozenset(st.slots))
-    task = execute.Task(v.data, v.data, dict(st.slots), None, o, s)
-    fn, arrays, scalars, _, source = execute._kernel(rule_obj, task)
+    # the kernel the second step ran (compiled): this variant, updating in place
+    key, (fn, arrays, scalars, _, source) = [
+        (k, e)
+        for k, e in execute._KERNELS.items()
+        if k[0] is rule_obj and k[1] == o and k[2] == np.dtype(dtype).name and not k[4] and e[0].signatures
+    ][-1]
+    task = execute.Task(v.data, v.data, dict(st.slots), None, o, s, key[5])
     return fn, arrays, scalars, task, source
 
 
