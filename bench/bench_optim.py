@@ -1,18 +1,25 @@
-"""Optimizer benchmark: one Adam step on 10M float32 values, refopt (torch convention:
-the fused-path arithmetic with exact FMA emulation) vs torch's default and fused CPU
-paths, and vs the memory-traffic bound -- 7 arrays x 4 bytes per element (read p, g, m,
-v; write p, m, v) over the bandwidth NumPy's copy reaches -- all measured in this run.
-Writes bench/results/optim.json.  The bound uses the bandwidth of a single-threaded
-copy; torch's fused step runs on every core, so it can beat it.
+"""Optimizer benchmark: one Adam step (torch convention) on 1M / 10M / 100M values,
+float32 and float64, at 1 and 2 threads -- refopt's compiled kernels (and, on the smaller
+sizes, its NumPy reference path) against torch 2.13's default and fused CPU Adam and the
+in-place memory-traffic floor, all in this one process; and the first call's compile
+time with a cold and a warm kernel cache (fresh processes).
 
-    python bench/bench_optim.py [--n 10000000]
+    python bench/bench_optim.py [--sizes 1000000 10000000 100000000]
+
+The floor is a compiled loop with Adam's memory traffic and none of its arithmetic: read
+p, g, m, v, write p, m, v, in place (7 arrays x itemsize bytes per element), on the same
+threads.  Writes bench/results/optim.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,65 +30,118 @@ from _common import best_of, write  # noqa: E402
 import refopt as rf  # noqa: E402
 
 
-def copy_bandwidth(n: int) -> float:
-    """Bytes per second NumPy's copy moves (read + write) on n float32 values."""
-    src = np.random.default_rng(0).random(n, dtype=np.float32)
-    dst = np.empty_like(src)
-    t = best_of(lambda: np.copyto(dst, src), repeat=9)["min_s"]
-    return 2 * 4 * n / t
+def _floor_kernels():
+    import numba
+
+    def body(p, g, m, v):
+        for i in range(p.shape[0]):
+            p[i] += g[i]
+            m[i] += g[i]
+            v[i] += g[i]
+
+    def body_par(p, g, m, v):
+        for i in numba.prange(p.shape[0]):
+            p[i] += g[i]
+            m[i] += g[i]
+            v[i] += g[i]
+
+    return numba.njit(body), numba.njit(body_par, parallel=True)
+
+
+def adam_step(n: int, dtype: str, threads: int, numpy_path: bool) -> dict:
+    import numba
+    import torch
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    rf.set_kernels("numba", threads=threads)
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    repeat = 5 if n >= 10**8 else 9
+
+    var = rf.Variable(p0.copy(), name="w")
+    opt = rf.optim.Adam([var], learning_rate=1e-3)
+    out = {"refopt_numba": best_of(lambda: opt.apply_gradients([(g, var)]), repeat=repeat)}
+    del var, opt
+    if numpy_path:
+        var = rf.Variable(p0.copy(), name="w")
+        opt = rf.optim.Adam([var], learning_rate=1e-3)
+        rf.set_kernels("numpy")
+        out["refopt_numpy"] = best_of(lambda: opt.apply_gradients([(g, var)]), repeat=3, warmup=1)
+        rf.set_kernels("numba", threads=threads)
+        del var, opt
+    for name, kw in (("torch_default", {"foreach": False}), ("torch_fused", {"fused": True})):
+        tp = torch.tensor(p0.copy(), requires_grad=True)
+        topt = torch.optim.Adam([tp], lr=1e-3, **kw)
+        tp.grad = torch.tensor(g)
+        out[name] = best_of(topt.step, repeat=repeat)
+        del tp, topt
+    serial, parallel = _floor_kernels()
+    kernel = parallel if threads > 1 else serial
+    arrs = [p0.copy(), g, np.zeros_like(p0), np.zeros_like(p0)]
+    out["floor"] = best_of(lambda: kernel(*arrs), repeat=repeat)
+    floor = out["floor"]["min_s"]
+    return {
+        "n": n,
+        "dtype": dtype,
+        "threads": threads,
+        "seconds": out,
+        "floor_GBps": 7 * np.dtype(dtype).itemsize * n / floor / 1e9,
+        "ratio_refopt_over_torch_fused": out["refopt_numba"]["min_s"] / out["torch_fused"]["min_s"],
+        "ratio_refopt_over_torch_default": out["refopt_numba"]["min_s"] / out["torch_default"]["min_s"],
+        "ratio_refopt_over_floor": out["refopt_numba"]["min_s"] / floor,
+    }
+
+
+_FIRST_CALL = """
+import time
+t = time.perf_counter(); import numba; imported = time.perf_counter() - t
+import numpy as np, refopt as rf
+v = rf.Variable(np.ones(1000, np.float32), name="w")
+opt = rf.optim.Adam([v], learning_rate=1e-3)
+g = np.ones(1000, np.float32)
+t = time.perf_counter(); opt.apply_gradients([(g, v)]); print(imported, time.perf_counter() - t)
+"""
+
+
+def first_call() -> dict:
+    """The first Adam step of a fresh process -- its kernel traced and compiled (cold
+    cache) or loaded from numba's cache (warm) -- each in a new process, with numba's
+    one-time import measured apart."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "REFOPT_CACHE_DIR": cache}
+
+        def once() -> tuple[float, float]:
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True)
+            imported, call = out.stdout.split()
+            return float(imported), float(call)
+
+        cold = once()
+        warm = min(once() for _ in range(3))
+    return {"cold_cache_s": cold[1], "warm_cache_s": warm[1], "numba_import_s": warm[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=10_000_000)
-    n = ap.parse_args().n
-    rng = np.random.default_rng(0)
-    p0 = rng.standard_normal(n, dtype=np.float32)
-    g = rng.standard_normal(n, dtype=np.float32)
-
-    bw = copy_bandwidth(n)
-    bound = 7 * 4 * n / bw
-
-    var = rf.Variable(p0.copy(), name="w")
-    opt = rf.optim.Adam([var], learning_rate=1e-3)
-    opt.apply_gradients([(g, var)])  # create state, warm up
-    t_rf = best_of(lambda: opt.apply_gradients([(g, var)]), repeat=5, warmup=1)
-
-    results = {"refopt_torch_convention": t_rf}
-    import torch
-
-    for path, kw in (("torch_default", {"foreach": False}), ("torch_fused", {"fused": True})):
-        tp = torch.tensor(p0.copy(), requires_grad=True)
-        topt = torch.optim.Adam([tp], lr=1e-3, **kw)
-        tp.grad = torch.tensor(g)
-        results[path] = best_of(topt.step, repeat=5, warmup=2)
-
-    payload = {
-        "n": n,
-        "dtype": "float32",
-        "copy_bandwidth_GBps": bw / 1e9,
-        "memory_bound_s": bound,
-        "seconds": results,
-        "ratio_over_bound": {k: v["min_s"] / bound for k, v in results.items()},
-        "ratio_refopt_over_torch_default": t_rf["min_s"] / results["torch_default"]["min_s"],
-        "ratio_refopt_over_torch_fused": t_rf["min_s"] / results["torch_fused"]["min_s"],
-    }
-    path = write("optim", payload)
-    print(
-        json.dumps(
-            {
-                k: payload[k]
-                for k in (
-                    "copy_bandwidth_GBps",
-                    "memory_bound_s",
-                    "ratio_over_bound",
-                    "ratio_refopt_over_torch_default",
-                    "ratio_refopt_over_torch_fused",
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10**6, 10**7, 10**8])
+    sizes = ap.parse_args().sizes
+    rows = []
+    for n in sizes:
+        for dtype in ("float32", "float64"):
+            for threads in (1, 2):
+                row = adam_step(n, dtype, threads, numpy_path=n <= 10**6)
+                rows.append(row)
+                ms = {k: v["min_s"] * 1e3 for k, v in row["seconds"].items()}
+                print(
+                    f"{n:>11,} {dtype} {threads}t: refopt {ms['refopt_numba']:8.2f} ms, torch fused "
+                    f"{ms['torch_fused']:8.2f}, default {ms['torch_default']:8.2f}, floor {ms['floor']:8.2f}  "
+                    f"(x{row['ratio_refopt_over_torch_fused']:.2f} fused, x{row['ratio_refopt_over_floor']:.2f} floor)",
+                    flush=True,
                 )
-            },
-            indent=2,
-        )
-    )
+    payload = {"adam_step": rows, "first_call": first_call(), "started": time.strftime("%Y-%m-%d")}
+    path = write("optim", payload)
+    print(json.dumps(payload["first_call"], indent=2))
     print(f"wrote {path}")
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "reproducible",
     "set_kernels",
     "current_kernels",
+    "current_threads",
     "numba_available",
 ]
 
@@ -100,18 +101,41 @@ def _kernels_from_environment() -> str:
     return name
 
 
+def _threads_from_environment() -> int:
+    raw = os.environ.get("REFOPT_THREADS", "1").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"REFOPT_THREADS={raw!r} must be a whole number >= 1")
+    return int(raw)
+
+
 _KERNELS_DEFAULT = _kernels_from_environment()
+_THREADS_DEFAULT = _threads_from_environment()
 _kernels: contextvars.ContextVar[str] = contextvars.ContextVar("refopt_kernels", default=_KERNELS_DEFAULT)
+_threads: contextvars.ContextVar[int] = contextvars.ContextVar("refopt_threads", default=_THREADS_DEFAULT)
 
 
-def set_kernels(name: str) -> None:
+def set_kernels(name: str, threads: int | None = None) -> None:
     """Choose how the elementwise kernels (optimizer updates, transcendental functions) run
     on NumPy arrays, for this thread or task: ``"numba"`` (compiled; the default) or
     ``"numpy"`` (the reference: one NumPy call per formula operation).  Both give the same
-    bits.  Without numba installed, ``"numba"`` runs the NumPy path."""
+    bits.  Without numba installed, ``"numba"`` runs the NumPy path.
+
+    ``threads``: how many threads a compiled kernel may use on large arrays (default 1,
+    or ``REFOPT_THREADS``): one, so that a kernel never competes with the BLAS threads of
+    the matrix products around it; more splits arrays of 2^15 elements and up between
+    numba's workqueue threads.  The bits do not depend on it."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernels {name!r}; valid ones are {', '.join(KERNELS)}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     _kernels.set(name)
+    if threads is not None:
+        _threads.set(threads)
+
+
+def current_threads() -> int:
+    """The threads a compiled kernel may use (see :func:`set_kernels`)."""
+    return _threads.get()
 
 
 def current_kernels() -> str:

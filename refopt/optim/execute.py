@@ -27,13 +27,13 @@ import numpy as np
 from refopt import backend
 from refopt.kernels import compile as C
 from refopt.kernels.formula import array_ops
-from refopt.kernels.mode import current_kernels
+from refopt.kernels.mode import current_kernels, current_threads
 from refopt.optim.rules import Options, Rule
 
 __all__ = ["Task", "run", "masked_formula", "with_tail"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Task:
     """One variable's update: its value ``p``, gradient ``g``, current slots, optional
     boolean mask, the static options ``o``, the prepared scalars ``s``, and the names of
@@ -47,6 +47,7 @@ class Task:
     o: Options
     s: dict[str, Any]
     inplace: frozenset[str] = frozenset()
+    addresses: dict[str, tuple[int, int]] | None = None  # a per-variable cache: name -> (id, address)
 
 
 class _Holder:
@@ -65,23 +66,33 @@ def _baselines() -> tuple[int, int]:
 _ATTR_REFS, _DICT_REFS = _baselines()
 
 
-def inplace_names(var: Any, slots: dict[str, Any]) -> frozenset[str]:
+def inplace_names(
+    var: Any, slots: dict[str, Any], addresses: dict[str, tuple[int, int]] | None = None
+) -> frozenset[str]:
     """The arrays of an update that can be overwritten: NumPy arrays, C-contiguous and
     writable, held by nothing but the variable (``p``) or the optimizer's slot dict -- no
     view, no Tensor, no state_dict a caller kept.  Writing any other in place would
-    change a value someone can see; those get fresh arrays."""
+    change a value someone can see; those get fresh arrays.  (An array whose address the
+    kernels cached -- ``addresses``, by id -- was checked for layout already.)"""
     names = []
-    d = var.data
-    if type(d) is np.ndarray and d.flags.c_contiguous and d.flags.writeable:
-        del d
-        if sys.getrefcount(var.data) == _ATTR_REFS:
-            names.append("p")
+    known = addresses or {}
+    hit = known.get("p")
+    if hit is not None and hit[0] == id(var.data):
+        ok = type(var.data) is np.ndarray
     else:
+        d = var.data
+        ok = type(d) is np.ndarray and d.flags.c_contiguous and d.flags.writeable
         del d
+    if ok and sys.getrefcount(var.data) == _ATTR_REFS:
+        names.append("p")
     for k in slots:
-        a = slots[k]
-        ok = type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable
-        del a
+        hit = known.get(k)
+        if hit is not None and hit[0] == id(slots[k]):
+            ok = type(slots[k]) is np.ndarray
+        else:
+            a = slots[k]
+            ok = type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable
+            del a
         if ok and sys.getrefcount(slots[k]) == _DICT_REFS:
             names.append(k)
     return frozenset(names)
@@ -141,18 +152,21 @@ _KERNELS: dict[tuple, tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ..
 
 def _variant(rule: Rule, task: Task) -> tuple:
     """What selects one compiled kernel: the formula variant, dtype, slots, mask, and
-    which outputs overwrite their inputs."""
-    return (rule, task.o, task.p.dtype.name, tuple(sorted(task.slots)), task.mask is not None, task.inplace)
+    which outputs overwrite their inputs.  (The dtype object, not its name: ``.name`` costs
+    microseconds, per variable.)"""
+    return (rule, task.o, task.p.dtype, tuple(sorted(task.slots)), task.mask is not None, task.inplace)
 
 
-def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+def _kernel(
+    rule: Rule, task: Task, parallel: bool = False
+) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
     """The compiled kernel of ``task``'s variant, with its array, scalar and output names
     and its source."""
-    key = _variant(rule, task) + (tuple(task.s),)
+    key = _variant(rule, task) + (tuple(task.s), parallel)
     hit = _KERNELS.get(key)
     if hit is not None:
         return hit
-    dtype = task.p.dtype.name
+    dtype = np.dtype(task.p.dtype).name
     arrays = ("p", "g", *sorted(task.slots), *(("mask",) if task.mask is not None else ()))
     scalars = tuple(task.s)
     formula = masked_formula(rule)
@@ -176,8 +190,8 @@ def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ..
         raise AssertionError(f"{rule.name}: the tail formula writes {names[-1]}, the body {names[0]}")
     fname = "update_" + rule.name.replace("/", "_")
     over = [name if name in task.inplace and name in arrays else None for name in names[0]]
-    source = C.numba_segments_source(graphs, fname, arrays, scalars, over)
-    hit = _KERNELS[key] = (C.compile_numba(source, fname), arrays, scalars, names[0], source)
+    source = C.numba_segments_source(graphs, fname, arrays, scalars, over, parallel)
+    hit = _KERNELS[key] = (C.compile_numba(source, fname, parallel), arrays, scalars, names[0], source)
     return hit
 
 
@@ -185,34 +199,90 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
+_CONCAT_BELOW = 4096  # gradients smaller than this are copied into one buffer per call
+
+
+def _cached_address(t: Task, name: str, arr: np.ndarray) -> int:
+    """The address of a persistent array (a value or slot updated in place), remembered
+    on the variable's state: the id check is safe because the state holds the array."""
+    cache = t.addresses
+    if cache is None:
+        return _address(arr)
+    hit = cache.get(name)
+    if hit is not None and hit[0] == id(arr):
+        return hit[1]
+    a = _address(arr)
+    cache[name] = (id(arr), a)
+    return a
+
+
 def _numba_group(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
-    """One kernel call for tasks of one variant (NumPy arrays)."""
-    fn, arrays, scalars, outputs, _ = _kernel(rule, tasks[0])
+    """One kernel call for tasks of one variant (NumPy arrays).
+
+    Per variable the cost is a few attribute reads: the addresses of values and slots
+    are cached on the variables' states, small gradients (and masks) are copied into one
+    buffer, and the scalar arrays come from the few distinct prepared dicts."""
+    threads = current_threads()
+    parallel = threads > 1 and any(t.p.size >= C.PARALLEL_MIN for t in tasks)
+    t0 = tasks[0]
+    fn, arrays, scalars, outputs, _ = _kernel(rule, t0, parallel)
     n = len(tasks)
-    keep: list[np.ndarray] = []  # the arrays whose addresses the kernel reads
+    dtype = t0.p.dtype
+    sizes = np.fromiter((t.p.size for t in tasks), np.int64, n)
+    width = rule.tail(dtype.itemsize)
+    tails = sizes % width if width else np.zeros(n, np.int64)
     addr = {a: np.empty(n, np.int64) for a in arrays}
-    fresh = [name for name in outputs if name not in tasks[0].inplace or name not in arrays]
+    keep: list[np.ndarray] = []  # arrays whose addresses the kernel reads: alive until it returns
+    for a in ("g", "mask") if "mask" in arrays else ("g",):
+        col = [t.g if a == "g" else t.mask for t in tasks]
+        small = [j for j, x in enumerate(col) if x.size < _CONCAT_BELOW]
+        if small:
+            buf = np.concatenate([col[j] for j in small], axis=None)
+            keep.append(buf)
+            offsets = np.concatenate([[0], np.cumsum(sizes[small])[:-1]]) * buf.itemsize
+            addr[a][small] = _address(buf) + offsets
+        for j, x in enumerate(col):
+            if x.size >= _CONCAT_BELOW:
+                x = np.ascontiguousarray(x)
+                keep.append(x)
+                addr[a][j] = _address(x)
+    persistent = [a for a in arrays if a not in ("g", "mask")]
+    for j, t in enumerate(tasks):
+        for a in persistent:
+            arr = t.p if a == "p" else t.slots[a]
+            if arr.flags.c_contiguous:
+                addr[a][j] = _cached_address(t, a, arr)
+            else:
+                arr = np.ascontiguousarray(arr)
+                keep.append(arr)
+                addr[a][j] = _address(arr)
+    distinct: dict[int, int] = {}
+    firsts: list[dict[str, Any]] = []
+    which = np.empty(n, np.int64)
+    for j, t in enumerate(tasks):
+        k = distinct.get(id(t.s))
+        if k is None:
+            k = distinct[id(t.s)] = len(firsts)
+            firsts.append(t.s)
+        which[j] = k
+    vals = {x: np.array([f[x] for f in firsts], dtype)[which] for x in scalars}
+    fresh = [name for name in outputs if name not in t0.inplace or name not in arrays]
     out_addr = [np.empty(n, np.int64) for _ in fresh]
-    vals = {x: np.empty(n, tasks[0].p.dtype) for x in scalars}
-    sizes = np.empty(n, np.int64)
-    tails = np.zeros(n, np.int64)
-    width = rule.tail(tasks[0].p.dtype.itemsize)
     results = []
     for j, t in enumerate(tasks):
-        src = {"p": t.p, "g": t.g, **t.slots, "mask": t.mask}  # inputs; in-place outputs are contiguous
-        for a in arrays:
-            arr = np.ascontiguousarray(src[a])
-            keep.append(arr)
-            addr[a][j] = _address(arr)
-        for x in scalars:
-            vals[x][j] = t.s[x]
-        out = {name: (np.empty(t.p.shape, t.p.dtype) if name in fresh else src[name]) for name in outputs}
+        out = {}
+        for name in outputs:
+            if name in fresh:
+                out[name] = np.empty(t.p.shape, dtype)
+            else:
+                out[name] = t.p if name == "p" else t.slots[name]
         for k, name in enumerate(fresh):
             out_addr[k][j] = _address(out[name])
         results.append(out)
-        sizes[j] = t.p.size
-        if width:
-            tails[j] = t.p.size % width
+    if parallel:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     fn(*(addr[a] for a in arrays), *(vals[x] for x in scalars), *out_addr, sizes, tails)
     return results
 
@@ -226,7 +296,7 @@ def run(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[int]] = {}
     for j, t in enumerate(tasks):
         if isinstance(t.p, np.ndarray):
-            groups.setdefault(_variant(rule, t) + (tuple(t.s),), []).append(j)
+            groups.setdefault(_variant(rule, t) + (tuple(t.s),), []).append(j)  # tuple(s): the scalar names
         else:  # CuPy and other arrays: the reference path, on their device
             results[j] = _numpy_one(rule, t)
     for idx in groups.values():

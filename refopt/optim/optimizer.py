@@ -128,6 +128,7 @@ class _VarState:
     hyper: Hyper
     slots: dict[str, Any]
     step: int = 0
+    addresses: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # the kernels' cache
 
 
 class _Unset:
@@ -139,6 +140,7 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+_FLOAT64 = np.dtype("float64")
 DEFAULT_LR = 1e-3
 
 
@@ -241,6 +243,7 @@ class Optimizer:
         self.iterations = 0
         self._states: dict[int, _VarState] = {}
         self._groups: list[_Group] = []
+        self._interned: dict[Hyper, Hyper] = {}
         self._bound = params is not None
         if params is None:
             self._groups.append(_Group({}, None))
@@ -325,7 +328,11 @@ class Optimizer:
         kw = {k: v for k, v in values.items() if k in fields}
         if excluded:
             kw["weight_decay"] = 0.0
-        return Hyper(lr_multiplier=mult, decay_excluded=excluded, decoupled=self._decoupled, **kw)
+        h = Hyper(lr_multiplier=mult, decay_excluded=excluded, decoupled=self._decoupled, **kw)
+        try:  # one object per distinct value: the update prepares its scalars once per object
+            return self._interned.setdefault(h, h)
+        except TypeError:  # an unhashable learning-rate schedule: its own object
+            return h
 
     def _check_registrable(self, var: Variable) -> None:
         # Names need not be unique here (layers of separate roots train together); only a
@@ -471,6 +478,8 @@ class Optimizer:
         return value * st.hyper.lr_multiplier
 
     def _as_array(self, g: Any, var: Variable, what: str) -> Any:
+        if type(g) is np.ndarray and type(var.data) is np.ndarray:  # the common case, checked cheaply
+            return g
         if isinstance(g, Tensor):
             g = g.data
         elif not hasattr(g, "__array_namespace__"):
@@ -552,7 +561,7 @@ class Optimizer:
         for st in pool:
             key = (st.group, st.hyper.lr_multiplier)
             leaves[key] = leaves.get(key, 0) + 1
-        x64 = any(backend.dtype_name(st.var.dtype) == "float64" for st in pool)  # optax: float64 needs x64 on
+        x64 = any(st.var.data.dtype == _FLOAT64 for st in pool)  # optax: float64 needs x64 on
         rule = self._rule
         tasks, owners = [], []
         prepared: dict[tuple, tuple] = {}
@@ -560,15 +569,16 @@ class Optimizer:
             count = st.step + 1 if rule.per_variable_count else self.iterations + 1
             lr = self._lr(st, x64)
             powers = self._groups[st.group].powers
-            inplace = execute.inplace_names(st.var, st.slots)  # before anything else holds the arrays
+            inplace = execute.inplace_names(st.var, st.slots, st.addresses)  # before anything else holds them
             slots = {k: v for k, v in st.slots.items() if v is not None}  # None: not made yet (torch SGD)
             present = frozenset(slots)
-            key = (st.hyper, st.var.data.dtype, lr, count, powers, leaves[(st.group, st.hyper.lr_multiplier)], present)
+            nleaves = leaves[(st.group, st.hyper.lr_multiplier)]
+            key = (id(st.hyper), st.var.data.dtype, lr, count, powers, nleaves, present)
             hit = prepared.get(key)
             if hit is None:
-                ctx = StepContext(st.var.data.dtype, lr, count, powers, key[5])
+                ctx = StepContext(st.var.data.dtype, lr, count, powers, nleaves)
                 hit = prepared[key] = rule.prepare(st.hyper, ctx, present)
-            tasks.append(Task(st.var.data, g, slots, checked_masks.get(id(st.var)), *hit, inplace))
+            tasks.append(Task(st.var.data, g, slots, checked_masks.get(id(st.var)), *hit, inplace, st.addresses))
             owners.append(st)
         results = execute.run(rule, tasks)
 
