@@ -276,41 +276,96 @@ def _exact(xp: ModuleType, a: Any, b: Any, dtype_name: str, dots: bool = False) 
 
 # Bound on |fl(a @ b) - a @ b| for float32 operands in float64, any summation order:
 # the products are exact, so the error is at most gamma_(k-1) * (|a| @ |b|) (Higham,
-# "Accuracy and Stability of Numerical Algorithms", 2nd ed., section 4.2), and the
-# computed |a| @ |b| is at least (1 - gamma_(k-1)) times the true one.  For k <= 2^20,
-# gamma_(k-1) / (1 - gamma_(k-1)) <= k u (1 + 2^-30), u = 2^-53; the factor 1 + 2^-20
-# covers that and the roundings of the bound's own arithmetic.
+# "Accuracy and Stability of Numerical Algorithms", 2nd ed., section 4.2), and a
+# computed sum of nonnegative terms is at least (1 - gamma_(k-1)) times the true one.
+# For k <= 2^20, gamma_(k-1) / (1 - gamma_(k-1)) <= k u (1 + 2^-30), u = 2^-53; the
+# factor 1 + 2^-20 in _ERR covers that and the roundings of the bound's own arithmetic.
 _F32_DECIDABLE_K = 2**20
+
+
+_ERR = 2.0**-53 * (1 + 2.0**-20)  # per unit of k: the bound's factor, with slack for its own roundings
+
+
+def _decided(xp: ModuleType, c: Any, bound: Any) -> tuple[Any, Any]:
+    """RN32 of ``c`` where the interval ``c -+ bound`` rounds to one float32 (same bits,
+    signed zeros included), and the mask of the entries where it does not."""
+    err = bound + xp.abs(c) * 2.0**-52  # so that rounding c -+ err cannot move past the bound
+    with np.errstate(over="ignore"):  # beyond the float32 range: infinity, decided like the rest
+        lo = (c - err).astype(xp.float32)
+        hi = (c + err).astype(xp.float32)
+    return hi, lo.view(xp.int32) != hi.view(xp.int32)
+
+
+def _compiled_decision() -> bool:
+    from refopt.kernels.mode import current_kernels
+
+    return current_kernels() == "numba"
 
 
 def _matmul_f32(xp: ModuleType, a: Any, b: Any) -> Any:
     """RN(a @ b) in float32 from float32 operands widened to float64 (finite, k >= 1).
 
-    One float64 GEMM approximates the product, a second one (of |a| and |b|) bounds its
-    error; where the whole interval ``c -+ err`` rounds to one float32 (same bits, signed
-    zeros included), that float32 is RN(a @ b) whatever order the BLAS summed in.  The
-    other entries -- near a rounding boundary or under heavy cancellation, rare -- are
-    computed exactly.  (Ziv's strategy: an approximation with a rigorous error bound,
-    then the exact computation only when the bound cannot decide the rounding.)"""
+    One float64 GEMM approximates the product; its error is bounded, whatever order the
+    BLAS summed in, by ``gamma_(k-1) sum_l |a_il| |b_lj|`` (the products are exact), and
+    where the whole interval around the approximation rounds to one float32 (same bits,
+    signed zeros included), that float32 is RN(a @ b).  The bound is taken first from
+    Cauchy-Schwarz, ``sum_l |a_il b_lj| <= ||a_i|| ||b_j||`` (norms: O(mk + kn) work, no
+    second GEMM); the few entries it leaves undecided get the tight bound (their own dot
+    products of |a| and |b|), and those still undecided -- near a rounding boundary, or
+    under heavy cancellation, rare -- are computed exactly.  (Ziv's strategy: an
+    approximation with a rigorous error bound, the exact computation only when the bound
+    cannot decide.)"""
     k = a.shape[-1]
     c = xp.matmul(a, b)
-    err = xp.matmul(xp.abs(a), xp.abs(b)) * (k * 2.0**-53 * (1 + 2.0**-20))
-    err = err + xp.abs(c) * 2.0**-52  # so that rounding c -+ err cannot move past the bound
-    with np.errstate(over="ignore"):  # beyond the float32 range: infinity, decided like the rest
-        lo = (c - err).astype(xp.float32)
-        hi = (c + err).astype(xp.float32)
-    undecided = lo.view(xp.int32) != hi.view(xp.int32)
-    count = int(xp.count_nonzero(undecided))
+    ra = xp.sqrt(xp.sum(a * a, axis=-1, keepdims=True))
+    cb = xp.sqrt(xp.sum(b * b, axis=-2, keepdims=True))
+    factor = k * _ERR * (1 + 2.0**-40)  # 2^-40: the norms' own roundings
+    if xp is np and _compiled_decision():
+        from refopt.kernels._gemm_numba import decide
+
+        c3 = c.reshape((-1,) + c.shape[-2:])
+        out = np.empty(c3.shape, np.float32)
+        undecided = np.empty(c3.shape, np.bool_)
+        ra2 = np.broadcast_to(ra[..., 0], c.shape[:-1]).reshape(c3.shape[:2])
+        cb2 = np.broadcast_to(cb[..., 0, :], c.shape[:-2] + c.shape[-1:]).reshape(c3.shape[0], c3.shape[2])
+        count = int(decide(c3, np.ascontiguousarray(ra2), np.ascontiguousarray(cb2), factor, out, undecided))
+        out, undecided = out.reshape(c.shape), undecided.reshape(c.shape)
+    else:
+        out, undecided = _decided(xp, c, (ra * cb) * factor)
+        count = int(xp.count_nonzero(undecided))
     if count == 0:
-        return hi
-    if 4 * count > undecided.size:  # heavy cancellation everywhere: the whole product exactly
-        return _exact(xp, a, b, "float32")
-    idx = xp.nonzero(undecided)
+        return out
     shape = undecided.shape
-    rows = xp.broadcast_to(a, shape[:-1] + (k,))[idx[:-1]]  # (count, k): the rows of a
+    if 8 * count > undecided.size:  # a loose bound everywhere (sparse, structured data): the tight one
+        tight, undecided = _decided(xp, c, xp.matmul(xp.abs(a), xp.abs(b)) * (k * _ERR))
+        out = tight
+        count = int(xp.count_nonzero(undecided))
+        if count == 0:
+            return out
+        if 4 * count > undecided.size:  # heavy cancellation everywhere: the whole product exactly
+            return _exact(xp, a, b, "float32")
+        idx = xp.nonzero(undecided)
+        rows, cols = _entries(xp, a, b, shape, idx)
+    else:
+        idx = xp.nonzero(undecided)
+        rows, cols = _entries(xp, a, b, shape, idx)
+        tight, still = _decided(xp, c[idx], xp.sum(xp.abs(rows) * xp.abs(cols), axis=-1) * (k * _ERR))
+        out[idx] = tight
+        if not bool(xp.any(still)):
+            return out
+        idx = tuple(i[still] for i in idx)
+        rows, cols = rows[still], cols[still]
+    out[idx] = _exact(xp, rows, cols, "float32", dots=True)
+    return out
+
+
+def _entries(xp: ModuleType, a: Any, b: Any, shape: tuple, idx: tuple) -> tuple[Any, Any]:
+    """The rows of ``a`` and columns of ``b`` that make the entries ``idx`` of ``a @ b``,
+    as two (count, k) arrays."""
+    k = a.shape[-1]
+    rows = xp.broadcast_to(a, shape[:-1] + (k,))[idx[:-1]]
     cols = xp.moveaxis(xp.broadcast_to(b, shape[:-2] + (k, shape[-1])), -1, -2)[idx[:-2] + (idx[-1],)]
-    hi[idx] = _exact(xp, rows, cols, "float32", dots=True)
-    return hi
+    return rows, cols
 
 
 def matmul(a: Any, b: Any) -> Any:

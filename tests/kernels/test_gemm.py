@@ -5,10 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import refopt as rf
 from refopt.kernels import gemm as mm
 from tests.kernels.exact import exact_dot_long, exact_matmul, round_fraction
 
 DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def kernels(request):
+    """Every test on both implementations of the float32 decision pass: the compiled one
+    (the default) and the NumPy fallback."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    rf.set_kernels(request.param)
+    yield request.param
+    rf.set_kernels("numba")
 
 
 def bits(x: np.ndarray) -> np.ndarray:
@@ -182,7 +194,9 @@ def test_float32_mutant_without_the_error_bound_is_caught(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_largest_supported_inner_dimension(dtype) -> None:
+def test_largest_supported_inner_dimension(dtype, kernels) -> None:
+    if kernels == "numpy":
+        pytest.skip("at this size both dtypes take the exact path, the same on both kernels")
     k = mm.MAX_INNER
     rng = np.random.default_rng(6)
     a = (rng.standard_normal((1, k)) * 2.0 ** rng.integers(-4, 4, (1, k))).astype(dtype)
