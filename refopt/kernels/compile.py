@@ -215,7 +215,9 @@ class Tracer:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
 
-    def _float(self, x: Node, what: str) -> Node:
+    def _float(self, x: Any, what: str) -> Node:
+        if isinstance(x, float) or (isinstance(x, int) and not isinstance(x, bool)):
+            return self.g.lift(float(x), "float64")  # as NumPy takes a Python number: float64
         if not isinstance(x, Node) or x.dtype not in FLOATS:
             raise FormulaError(f"formula: {what} needs a float32 or float64 value")
         return x

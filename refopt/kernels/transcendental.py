@@ -686,6 +686,8 @@ def _evaluate(name: str, *args: Any) -> Any:
             raise ValueError(f"refopt.kernels.transcendental.{name}: shapes {shapes} do not broadcast") from exc
     shape = arrays[0].shape
     flat = [xp.reshape(a, (-1,)) for a in arrays]
+    if xp is np and _compiled():
+        return _numba_evaluate(name, dtypes[0], flat).reshape(shape)
     K = array_ops(xp)
     if xp is not np:
         return xp.reshape(formula(K, *flat), shape)
@@ -696,6 +698,44 @@ def _evaluate(name: str, *args: Any) -> Any:
             stop = min(start + _BLOCK, n)
             out[start:stop] = formula(K, *(a[start:stop] for a in flat))
     return out.reshape(shape)
+
+
+def _compiled() -> bool:
+    from refopt.kernels.mode import current_kernels
+
+    return current_kernels() == "numba"
+
+
+_NUMBA: dict[tuple[str, str, bool], Any] = {}
+
+
+def _numba_evaluate(name: str, dtype: str, flat: list[np.ndarray]) -> np.ndarray:
+    """The formula compiled by numba (:mod:`refopt.kernels.compile`), the same bits as the
+    NumPy evaluation: one loop over the elements, split between threads for large arrays
+    when :func:`refopt.set_kernels` allows more than one."""
+    from refopt.kernels import compile as C
+    from refopt.kernels.mode import current_threads
+
+    threads = current_threads()
+    n = flat[0].shape[0]
+    parallel = threads > 1 and n >= C.PARALLEL_MIN
+    key = (name, dtype, parallel)
+    fn = _NUMBA.get(key)
+    if fn is None:
+        arrays = ("x", "y")[: len(flat)]
+        graph = C.trace(FORMULAS[(name, dtype)], [(a, dtype) for a in arrays])
+        fname = f"{name}_{dtype}"
+        source = C.numba_segments_source([graph], fname, arrays, (), None, parallel)
+        fn = _NUMBA[key] = C.compile_numba(source, fname, parallel)
+    keep = [np.ascontiguousarray(a) for a in flat]
+    out = np.empty(n, dtype=dtype)
+    addr = [np.array([a.__array_interface__["data"][0]], np.int64) for a in (*keep, out)]
+    if parallel:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    fn(*addr, np.array([n], np.int64), np.zeros(1, np.int64))
+    return out
 
 
 def exp(x: Any) -> Any:
