@@ -10,8 +10,11 @@ transformations and *rounding to odd*:
   p + 2 or more bits and then to nearest at p bits equals rounding to nearest at once
   (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms
   using rounding to odd", IEEE TC 2008).
-* float32: the product of two floats32 is exact in float64; ``p + c`` is rounded to odd
-  in float64 (53 >= 24 + 2 bits) using TwoSum's exact error; then rounded to float32.
+* float32: the product of two floats32 is exact in float64, so ``RN64(p + c)`` is one
+  rounding of the exact value; rounded again to float32 it is ``RN32(a*b + c)`` except
+  where ``RN64`` landed exactly on a float32 midpoint (or in float32's subnormal range):
+  those few elements are recomputed with ``p + c`` rounded to odd in float64 (53 >= 24 +
+  2 bits, via TwoSum's exact error), then to float32.
 * float64: ``a*b = ph + pl`` exactly (Dekker's TwoProduct), ``c + ph = th + tl``
   exactly (TwoSum), ``v = RO(tl + pl)``, and the result is ``RN(th + v)`` -- Boldo and
   Melquiond's correctly rounded sum of three numbers, applied to ``ph + pl + c``.
@@ -27,6 +30,10 @@ from typing import Any
 import numpy as np
 
 from refopt.kernels.eft import two_prod, two_sum
+
+_LOW29 = (1 << 29) - 1
+_HALF29 = 1 << 28
+_F32_TINY = 2.0**-126
 
 
 def _xp(a: Any) -> Any:
@@ -63,10 +70,20 @@ def fma(a: Any, b: Any, c: Any) -> Any:
     dtype = ref.dtype
     with np.errstate(over="ignore", invalid="ignore"):
         if dtype == np.float32:
-            a64, b64, c64 = (xp.astype(xp.asarray(x, dtype=xp.float32), xp.float64) for x in (a, b, c))
+            a64, b64, c64 = xp.broadcast_arrays(
+                *(xp.astype(xp.asarray(x, dtype=xp.float32), xp.float64) for x in (a, b, c))
+            )
             p = a64 * b64  # exact: 24 + 24 bits
-            s = round_to_odd_add(*xp.broadcast_arrays(p, c64))
-            return xp.astype(s, xp.float32)
+            s = p + c64  # RN64(a*b + c): one rounding of the exact value
+            out = xp.astype(s, xp.float32)
+            # RN32(RN64(x)) == RN32(x) unless RN64(x) lands exactly on a float32 midpoint
+            # (low 29 of its 52 fraction bits = 1000...0) -- or below the float32 normal
+            # range, where the midpoints lie elsewhere: recompute just those, exactly.
+            risky = ((s.view(xp.int64) & _LOW29) == _HALF29) | (xp.abs(s) < _F32_TINY)
+            if bool(xp.any(risky)):
+                odd = round_to_odd_add(p[risky], c64[risky])
+                out[risky] = xp.astype(odd, xp.float32)
+            return out
         if dtype == np.float64:
             a64, b64, c64 = xp.broadcast_arrays(*(xp.asarray(x, dtype=xp.float64) for x in (a, b, c)))
             ph, pl = two_prod(a64, b64)  # a*b = ph + pl exactly

@@ -32,7 +32,8 @@ def round_fraction(v: Fraction, dtype: type) -> np.floating:
     f = np.float32(float(v))  # may be off by one: float64 then float32 rounds twice
     if not np.isfinite(f):
         f = np.copysign(np.finfo(np.float32).max, f)
-    down, up = np.nextafter(f, np.float32(-np.inf)), np.nextafter(f, np.float32(np.inf))
+    with np.errstate(over="ignore"):  # FLT_MAX's upper neighbour is inf: dropped below
+        down, up = np.nextafter(f, np.float32(-np.inf)), np.nextafter(f, np.float32(np.inf))
     cands = [c for c in (down, f, up) if np.isfinite(c)]
     best = min(cands, key=lambda q: (abs(Fraction(float(q)) - v), int(np.asarray(q).view(np.int32)) & 1))
     return np.float32(-np.abs(best)) if neg else np.abs(best)

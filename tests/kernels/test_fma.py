@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from refopt.kernels.fma import fma
 from refopt.kernels.libm import pow32, pow64
+from tests.kernels.exact import round_fraction
 
 
 def _exact64(a, b, c):
@@ -66,3 +67,31 @@ def test_libm_pow_is_the_c_library() -> None:
     for t in range(1, 300):
         assert pow32(0.9, t) == np.float32(libm.powf(0.9, float(t)))
         assert pow64(0.999, t) == math.pow(0.999, t)
+
+
+def test_fma32_where_rounding_twice_would_be_wrong() -> None:
+    """a*b + c whose float64 rounding lands exactly on a float32 midpoint (so rounding it
+    again to float32 would tie to even), float32 subnormal results and the overflow
+    threshold: each against exact rational arithmetic."""
+    m = np.float32(1 + 2**-12)  # m*m = 1 + 2^-11 + 2^-24: a float32 midpoint
+    tiny = np.float32(2.0**-70)
+    sub = np.float32(2.0**-75)
+    big = np.finfo(np.float32).max
+    cases = [
+        (m, m, tiny),  # a hair above the midpoint: up (twice-rounded: even, down)
+        (m, m, -tiny),  # a hair below: down
+        (m, -m, tiny),  # negative
+        (sub, np.float32(3.0), np.float32(2.0**-149)),  # subnormal results
+        (sub, np.float32(0.5), np.float32(-(2.0**-149))),
+        (big, np.float32(1.0), np.float32(2.0**103)),  # the overflow threshold
+        (big, np.float32(1.0), np.float32(2.0**102)),
+    ]
+    a, b, c = (np.array(col, np.float32) for col in zip(*cases))
+    got = fma(a, b, c)
+    want = [
+        round_fraction(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)), np.float32) for x, y, z in cases
+    ]
+    assert [np.float32(g).tobytes() for g in got] == [np.float32(w).tobytes() for w in want]
+    with np.errstate(over="ignore"):
+        plain = (a.astype(np.float64) * b + c).astype(np.float32)
+    assert plain[0] != got[0]  # the hazard is real: rounding twice gets the first case wrong
