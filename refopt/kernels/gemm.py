@@ -49,11 +49,12 @@ Algorithms 59, 2012):
 
 4. **float32 shortcut.**  For float32 operands (k <= 2^20) one float64 GEMM already
    decides almost every entry: the products are exact in float64, so whatever order the
-   BLAS sums in, ``|fl(A @ B) - A @ B| <= gamma_(k-1) (|A| @ |B|)``; where the whole
-   interval around the float64 result rounds to one float32, that float32 is
-   ``RN(A @ B)``.  Only the undecided entries (near a rounding boundary, or under heavy
-   cancellation) go through steps 1-3 -- Ziv's strategy: two GEMMs (the approximation
-   and its bound) instead of three to six.
+   BLAS sums in, ``|fl(A @ B) - A @ B| <= gamma_(k-1) (|A| @ |B|)``, and by Cauchy-Schwarz
+   ``(|A| @ |B|)_ij <= ||A_i|| ||B_j||``; where the whole interval around the float64
+   result rounds to one float32, that float32 is ``RN(A @ B)``.  The few undecided
+   entries (near a rounding boundary, or under cancellation) get the tight bound, and
+   those still undecided go through steps 1-3 -- Ziv's strategy: one GEMM, row and
+   column norms and one decision pass instead of three to six GEMMs.
 
 Non-finite operands follow IEEE arithmetic on the set of products (any NaN product or
 ``inf * 0`` gives NaN, ``+inf`` and ``-inf`` products together give NaN, otherwise the

@@ -74,3 +74,38 @@ def test_environment_variable_sets_the_process_default() -> None:
     env["REFOPT_MODE"] = "quick"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "REFOPT_MODE='quick' is not a numerics mode" in out.stderr
+
+
+_STEP = """
+import sys
+{block}
+import numpy as np, refopt as rf
+v = rf.Variable(np.linspace(-1, 1, 37, dtype=np.float32), name="w")
+opt = rf.optim.Adam([v], learning_rate=0.01, amsgrad=True)
+for k in range(3):
+    opt.apply_gradients([(np.cos(np.arange(37, dtype=np.float32) * (k + 1)), v)])
+x = rf.tanh(rf.constant(np.linspace(-3, 3, 11)))
+print(rf.current_kernels(), v.numpy().tobytes().hex(), x.numpy().tobytes().hex())
+"""
+
+
+def test_without_numba_the_numpy_path_runs_and_gives_the_same_bits() -> None:
+    block = "sys.modules['numba'] = None  # import numba now fails"
+    without = subprocess.run([sys.executable, "-c", _STEP.format(block=block)], capture_output=True, text=True)
+    assert without.returncode == 0, without.stderr
+    kind, *bits = without.stdout.split()
+    assert kind == "numpy"
+    pytest.importorskip("numba")
+    normal = subprocess.run([sys.executable, "-c", _STEP.format(block="")], capture_output=True, text=True)
+    kind2, *bits2 = normal.stdout.split()
+    assert kind2 == "numba" and bits2 == bits
+
+
+def test_kernel_selection_is_checked() -> None:
+    with pytest.raises(ValueError, match="unknown kernels 'cuda'; valid ones are numba, numpy"):
+        rf.set_kernels("cuda")
+    with pytest.raises(ValueError, match="threads must be a whole number >= 1, got 0"):
+        rf.set_kernels("numba", threads=0)
+    env = {**os.environ, "REFOPT_THREADS": "two"}
+    out = subprocess.run([sys.executable, "-c", "import refopt"], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "REFOPT_THREADS='two' must be a whole number >= 1" in out.stderr
