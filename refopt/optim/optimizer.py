@@ -144,6 +144,14 @@ _FLOAT64 = np.dtype("float64")
 DEFAULT_LR = 1e-3
 
 
+def _detached(g: Tensor) -> Tensor:
+    """The same value, no graph (its array shared, not copied)."""
+    t = Tensor.__new__(Tensor)
+    t.data = g.data
+    t._node = None
+    return t
+
+
 def _is_schedule(x: Any) -> bool:
     return callable(x) and not isinstance(x, (int, float))
 
@@ -425,7 +433,8 @@ class Optimizer:
         var_list: Sequence[Variable] | None = None,
         masks: Mapping[Variable, Any] | None = None,
     ):
-        """``apply_gradients(compute_gradients(loss, var_list))``.
+        """``apply_gradients(compute_gradients(loss, var_list))``; returns the pairs of
+        (gradient, variable), the gradients detached from their graph.
 
         With a dict ``{loss1: vars1, loss2: vars2}`` each loss is differentiated only with
         respect to its own variables and all are applied in one update; a variable under
@@ -453,6 +462,10 @@ class Optimizer:
                 else:
                     why = "the loss depends on no trainable Variable"
                 raise ValueError(f"minimize: {self._nothing_to_train(why)}")
+        # The gradients, detached from their backward graph before the update: that graph
+        # holds views of the variables (a transposed weight in matmul's VJP), which would
+        # keep the update from writing in place -- and it is stale once the variables change.
+        grads_and_vars = [(None if g is None else _detached(g), v) for g, v in grads_and_vars]
         self.apply_gradients(grads_and_vars, masks=masks)
         return grads_and_vars
 

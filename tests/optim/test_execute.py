@@ -251,3 +251,31 @@ def test_cuda_source_of_every_rule_compiles(cls, conv, tmp_path) -> None:
     ptx = (tmp_path / "k.ptx").read_text()
     assert len(re.findall(r"\bfma\.rn\.f32", ptx)) == g.fma_count()
     assert not re.findall(r"\bmad\.|\.approx\.|\.ftz\.", ptx)
+
+
+def test_steady_state_updates_in_place_and_never_under_a_view() -> None:
+    """A training loop with minimize writes values and slots in place (the same arrays,
+    step after step: nothing the size of a variable is allocated); a value someone holds a
+    view of gets a fresh array instead, and the view keeps what it saw."""
+    rng = np.random.default_rng(0)
+    model = rf.nn.Sequential([rf.nn.Dense(8, 16, seed=1), rf.nn.ReLU(), rf.nn.Dense(16, 3, seed=2)])
+    opt = Adam(model.trainable_variables(), learning_rate=1e-2)
+    x = rf.constant(rng.standard_normal((4, 8)).astype(np.float32))
+    y = rf.constant(rng.integers(0, 3, 4))
+
+    def step():
+        opt.minimize(rf.mean(rf.nn.losses.sparse_softmax_cross_entropy(y, model(x))))
+
+    step()
+    before = {n: (id(v.data), id(opt._states[id(v)].slots["m"])) for n, v in model.named_variables().items()}
+    versions = {n: v.version for n, v in model.named_variables().items()}
+    step()
+    step()
+    for n, v in model.named_variables().items():
+        assert (id(v.data), id(opt._states[id(v)].slots["m"])) == before[n], n
+        assert v.version == versions[n] + 2  # each in-place update still counts
+    kernel = model.layers[0].kernel
+    view = rf.transpose(kernel)  # a Tensor viewing the kernel's array
+    seen = view.numpy().copy()
+    step()
+    assert np.array_equal(view.numpy(), seen) and id(kernel.data) != before["dense/kernel"][0]
