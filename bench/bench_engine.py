@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_of, write  # noqa: E402
+from _common import best_of, mlp_problem, refopt_mlp, torch_mlp, write  # noqa: E402
 
 import refopt as rf  # noqa: E402
 
@@ -80,17 +80,6 @@ def per_op() -> dict:
     return {"forward_per_op": out, "forward_backward_chain": chain}
 
 
-def _mlp_setup():
-    rng = np.random.default_rng(0)
-    sizes = [784, 256, 256, 10]
-    x = rng.standard_normal((128, 784)).astype(np.float32)
-    labels = rng.integers(0, 10, 128)
-    weights = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        weights += [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), np.zeros(b, np.float32)]
-    return x, labels, weights
-
-
 def mlp() -> dict:
     """Forward + backward, and one training step (+ Adam), of an MLP 784-256-256-10 (batch
     128, float32, ReLU, softmax cross-entropy): refopt in both numerics modes vs torch
@@ -99,32 +88,10 @@ def mlp() -> dict:
     import autograd.numpy as anp
     import torch
 
-    x, labels, weights = _mlp_setup()
+    x, labels, weights = mlp_problem()
     onehot = np.eye(10, dtype=np.float32)[labels]
-    rparams = [rf.Variable(w.copy(), name=f"p{i}") for i, w in enumerate(weights)]
-    ropt = rf.optim.Adam(rparams, learning_rate=1e-3)
-    rx, ry = rf.constant(x), rf.constant(labels)
-
-    def rf_loss():
-        h = rx
-        for i in range(0, len(rparams) - 2, 2):
-            h = rf.relu(h @ rparams[i] + rparams[i + 1])
-        return rf.mean(rf.nn.losses.sparse_softmax_cross_entropy(ry, h @ rparams[-2] + rparams[-1]))
-
-    tparams = [torch.tensor(w.copy(), requires_grad=True) for w in weights]
-    topt = torch.optim.Adam(tparams, lr=1e-3)
-    tx, ty = torch.tensor(x), torch.tensor(labels)
-
-    def torch_loss():
-        h = tx
-        for i in range(0, len(tparams) - 2, 2):
-            h = torch.relu(h @ tparams[i] + tparams[i + 1])
-        return torch.nn.functional.cross_entropy(h @ tparams[-2] + tparams[-1], ty)
-
-    def torch_step():
-        topt.zero_grad()
-        torch_loss().backward()
-        topt.step()
+    rf_loss, rparams, ropt = refopt_mlp(x, labels, weights)
+    torch_loss, tparams, torch_step = torch_mlp(x, labels, weights)
 
     def ag_loss(params):
         h = x

@@ -35,7 +35,7 @@ if THREADS is not None:  # before NumPy loads OpenBLAS
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 import numpy as np  # noqa: E402
-from _common import best_of, write  # noqa: E402
+from _common import best_of, mlp_problem, refopt_mlp, torch_mlp, write  # noqa: E402
 
 import refopt as rf  # noqa: E402
 from refopt import kernels  # noqa: E402
@@ -63,39 +63,11 @@ def mlp_step() -> dict:
 
     if THREADS is not None:
         torch.set_num_threads(THREADS)
-    rng = np.random.default_rng(0)
-    sizes = [784, 256, 256, 10]
-    x = rng.standard_normal((128, 784)).astype(np.float32)
-    labels = rng.integers(0, 10, 128)
-    weights = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        weights += [(rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), np.zeros(b, np.float32)]
-
-    params = [rf.Variable(w.copy(), name=f"p{i}") for i, w in enumerate(weights)]
-    opt = rf.optim.Adam(params, learning_rate=1e-3)
-    rx, ry = rf.constant(x), rf.constant(labels)
+    loss, _, opt = refopt_mlp(*mlp_problem())
+    _, _, torch_step = torch_mlp(*mlp_problem())
 
     def rf_step() -> None:
-        h = rx
-        for i in range(0, len(params) - 2, 2):
-            h = rf.relu(h @ params[i] + params[i + 1])
-        logits = h @ params[-2] + params[-1]
-        loss = rf.mean(rf.nn.losses.sparse_softmax_cross_entropy(ry, logits))
-        opt.minimize(loss)
-
-    tparams = [torch.tensor(w.copy(), requires_grad=True) for w in weights]
-    topt = torch.optim.Adam(tparams, lr=1e-3)
-    tx, ty = torch.tensor(x), torch.tensor(labels)
-
-    def torch_step() -> None:
-        h = tx
-        for i in range(0, len(tparams) - 2, 2):
-            h = torch.relu(h @ tparams[i] + tparams[i + 1])
-        logits = h @ tparams[-2] + tparams[-1]
-        loss = torch.nn.functional.cross_entropy(logits, ty)
-        topt.zero_grad()
-        loss.backward()
-        topt.step()
+        opt.minimize(loss())
 
     with rf.use_mode("reproducible"):
         rep = best_of(rf_step, repeat=15, number=3)

@@ -5,6 +5,8 @@ call can reach many arrays)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -53,40 +55,26 @@ floor = _unary_intrinsic("llvm.floor", "Round down to an integral value (``llvm.
 fabs = _unary_intrinsic("llvm.fabs", "Absolute value (``llvm.fabs``).")
 
 
-@intrinsic
-def bits64(typingctx, x):  # noqa: ANN001, ANN201
-    """The int64 bit pattern of a float64."""
-    if x != types.float64:
-        return None
+def _bitcast(src: Any, dst: Any, llvm_dst: Any, doc: str):  # noqa: ANN202
+    """An intrinsic reinterpreting a ``src`` value's bits as ``dst`` (no conversion)."""
 
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        return builder.bitcast(args[0], ir.IntType(64))
+    @intrinsic
+    def fn(typingctx, x):  # noqa: ANN001, ANN202
+        if x != src:
+            return None
 
-    return types.int64(types.float64), codegen
+        def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
+            return builder.bitcast(args[0], llvm_dst)
 
+        return dst(src), codegen
 
-@intrinsic
-def from_bits64(typingctx, i):  # noqa: ANN001, ANN201
-    """The float64 whose bit pattern is the int64 ``i``."""
-    if i != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
+    fn.__doc__ = doc
+    return fn
 
 
-@intrinsic
-def bits32(typingctx, x):  # noqa: ANN001, ANN201
-    """The int32 bit pattern of a float32 (as int32)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
+bits64 = _bitcast(types.float64, types.int64, ir.IntType(64), "The int64 bit pattern of a float64.")
+from_bits64 = _bitcast(types.int64, types.float64, ir.DoubleType(), "The float64 whose bit pattern is an int64.")
+bits32 = _bitcast(types.float32, types.int32, ir.IntType(32), "The int32 bit pattern of a float32.")
 
 
 @intrinsic
