@@ -397,7 +397,15 @@ def build_model(sc: Scenario) -> tuple[Any, Any, Any]:
 
 
 def _model_run(sc: Scenario) -> Trajectory:
-    """Train the scenario's MLP with refopt, recording gradients, slots and values."""
+    """Train the scenario's MLP with refopt, recording gradients, slots and values -- in
+    reproducible mode whatever the caller's (the golden files hold these bits)."""
+    import refopt as rf
+
+    with rf.use_mode("reproducible"):
+        return _model_run_reproducible(sc)
+
+
+def _model_run_reproducible(sc: Scenario) -> Trajectory:
     import refopt as rf
     from refopt.nn import losses
     from refopt.oracle.run import collect_slots, refopt_meta

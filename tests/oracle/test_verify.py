@@ -137,3 +137,21 @@ def test_a_tolerance_never_forgives_a_missing_slot_or_different_inputs() -> None
     ok, text, _ = check(sc, mine, theirs, {"max_abs": 1.0})
     assert not ok and "the recorded inputs differ" in text
     assert check(sc, mine, copy.deepcopy(mine), {"max_ulp": 0})[:2] == (True, "exact")
+
+
+def test_the_oracle_runs_reproducibly_whatever_the_mode() -> None:
+    """A user's REFOPT_MODE=fast must not reach the oracle: the model scenarios' gradients
+    (in the golden files) are the reproducible engine's."""
+    import os
+
+    env = {**os.environ, "REFOPT_MODE": "fast"}
+    code = (
+        "import refopt as rf; from refopt.oracle import scenarios as S; "
+        "t = S.run_scenario(S.get('layerwise-lr')); "
+        "print(rf.current_mode(), t.grads['dense/kernel'].tobytes().hex())"
+    )
+    fast = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    mode, bits = fast.stdout.split()
+    assert mode == "fast"
+    golden = load(golden_path("layerwise-lr", "float32"))
+    assert bits == golden.grads["dense/kernel"].tobytes().hex()
