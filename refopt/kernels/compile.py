@@ -518,7 +518,8 @@ def _const_c(value: Any, dtype: str) -> str:
 
 def cuda_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
     """CUDA C source of ``extern "C" __global__ void name(<inputs>, <outputs>, long long n)``:
-    one thread per element, every floating-point operation an explicit ``_rn`` intrinsic."""
+    one thread per element, every floating-point operation an explicit ``_rn`` intrinsic.
+    The pointers are not ``__restrict__``: an output may be an input's array."""
     live = graph._live()
     lines = []
     for k, t in enumerate(graph.tables):
@@ -527,9 +528,7 @@ def cuda_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
     params = []
     for n in graph.inputs:
         nm = n.args[0]
-        params.append(
-            f"const {_C_TYPE[n.dtype]}* __restrict__ {nm}" if nm in arrays else f"const {_C_TYPE[n.dtype]} {nm}"
-        )
+        params.append(f"const {_C_TYPE[n.dtype]}* {nm}" if nm in arrays else f"const {_C_TYPE[n.dtype]} {nm}")
     params += [f"{_C_TYPE[o.dtype]}* out{k}" for k, o in enumerate(graph.outputs)]
     params.append("const long long n")
     lines += [

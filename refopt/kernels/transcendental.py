@@ -690,6 +690,10 @@ def _evaluate(name: str, *args: Any) -> Any:
         return _numba_evaluate(name, dtypes[0], flat).reshape(shape)
     K = array_ops(xp)
     if xp is not np:
+        if _compiled():
+            out = _cuda_evaluate(name, dtypes[0], flat)
+            if out is not None:
+                return xp.reshape(out, shape)
         return xp.reshape(formula(K, *flat), shape)
     n = flat[0].shape[0]
     out = np.empty(n, dtype=dtypes[0])
@@ -707,6 +711,7 @@ def _compiled() -> bool:
 
 
 _NUMBA: dict[tuple[str, str, bool], Any] = {}
+_GRAPHS: dict[tuple[str, str], Any] = {}
 
 
 def _numba_evaluate(name: str, dtype: str, flat: list[np.ndarray]) -> np.ndarray:
@@ -736,6 +741,23 @@ def _numba_evaluate(name: str, dtype: str, flat: list[np.ndarray]) -> np.ndarray
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     fn(*addr, np.array([n], np.int64), np.zeros(1, np.int64))
     return out
+
+
+def _cuda_evaluate(name: str, dtype: str, flat: list[Any]) -> Any:
+    """The formula as a generated CUDA kernel (:mod:`refopt.kernels.cuda`); None if it
+    cannot run here."""
+    import cupy
+
+    from refopt.kernels import compile as C
+    from refopt.kernels import cuda
+
+    arrays = ("x", "y")[: len(flat)]
+    graph = _GRAPHS.get((name, dtype))
+    if graph is None:
+        graph = _GRAPHS[(name, dtype)] = C.trace(FORMULAS[(name, dtype)], [(a, dtype) for a in arrays])
+    ins = [cupy.ascontiguousarray(a) for a in flat]
+    out = cuda.run(graph, f"{name}_{dtype}", arrays, ins, flat[0].shape[0], [np.dtype(dtype)])
+    return None if out is None else out[0]
 
 
 def exp(x: Any) -> Any:

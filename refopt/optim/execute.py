@@ -6,6 +6,7 @@ static options and prepared scalars -- and returns each variable's new value and
 * ``numpy`` (the reference): the formula evaluated by
   :class:`~refopt.kernels.formula.ArrayOps`, one array operation per formula operation,
   the FMA exact; the torch tail on the last ``numel mod W`` elements.
+* ``cuda`` (CuPy arrays): the same graphs as CUDA C kernels (:mod:`refopt.kernels.cuda`).
 * ``numba``: the same formula traced once per variant (:mod:`refopt.kernels.compile`)
   and compiled to one kernel that updates every variable of the call -- the variables of
   one variant, dtype and set of slots -- in a single loop over segments (torch's tail as
@@ -157,13 +158,14 @@ def _variant(rule: Rule, task: Task) -> tuple:
     return (rule, task.o, task.p.dtype, tuple(sorted(task.slots)), task.mask is not None, task.inplace)
 
 
-def _kernel(
-    rule: Rule, task: Task, parallel: bool = False
-) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
-    """The compiled kernel of ``task``'s variant, with its array, scalar and output names
-    and its source."""
-    key = _variant(rule, task) + (tuple(task.s), parallel)
-    hit = _KERNELS.get(key)
+_TRACED: dict[tuple, tuple[list[Any], tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _traced(rule: Rule, task: Task) -> tuple[list[Any], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The graphs of ``task``'s variant -- the body and, for torch's fused kernel, the
+    remainder loop -- with their array, scalar and output names."""
+    key = (rule, task.o, np.dtype(task.p.dtype).name, tuple(sorted(task.slots)), task.mask is not None, tuple(task.s))
+    hit = _TRACED.get(key)
     if hit is not None:
         return hit
     dtype = np.dtype(task.p.dtype).name
@@ -188,11 +190,50 @@ def _kernel(
         graphs.append(traced(with_tail(task.o)))
     if len(set(names)) != 1:  # pragma: no cover - a rule's tail variant must write what its body writes
         raise AssertionError(f"{rule.name}: the tail formula writes {names[-1]}, the body {names[0]}")
-    fname = "update_" + rule.name.replace("/", "_")
-    over = [name if name in task.inplace and name in arrays else None for name in names[0]]
-    source = C.numba_segments_source(graphs, fname, arrays, scalars, over, parallel)
-    hit = _KERNELS[key] = (C.compile_numba(source, fname, parallel), arrays, scalars, names[0], source)
+    hit = _TRACED[key] = (graphs, arrays, scalars, names[0])
     return hit
+
+
+def _kernel(
+    rule: Rule, task: Task, parallel: bool = False
+) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+    """The compiled kernel of ``task``'s variant, with its array, scalar and output names
+    and its source."""
+    key = _variant(rule, task) + (tuple(task.s), parallel)
+    hit = _KERNELS.get(key)
+    if hit is not None:
+        return hit
+    graphs, arrays, scalars, outputs = _traced(rule, task)
+    fname = "update_" + rule.name.replace("/", "_")
+    over = [name if name in task.inplace and name in arrays else None for name in outputs]
+    source = C.numba_segments_source(graphs, fname, arrays, scalars, over, parallel)
+    hit = _KERNELS[key] = (C.compile_numba(source, fname, parallel), arrays, scalars, outputs, source)
+    return hit
+
+
+def _cuda_one(rule: Rule, task: Task) -> dict[str, Any]:
+    """One CuPy variable's update by the generated CUDA kernels (body, then torch's
+    remainder elements); the reference path if they cannot run (see refopt.kernels.cuda)."""
+    import cupy
+
+    from refopt.kernels import cuda
+
+    graphs, arrays, scalars, outputs = _traced(rule, task)
+    src = {"p": task.p, "g": task.g, **task.slots, "mask": task.mask}
+    flat = {a: cupy.ascontiguousarray(src[a]).reshape(-1) for a in arrays}
+    n = task.p.size
+    width = rule.tail(task.p.dtype.itemsize)
+    k = n % width if width else 0
+    parts = []
+    name = "update_" + rule.name.replace("/", "_")
+    for g, lo, hi in ((graphs[0], 0, n - k), *(((graphs[1], n - k, n),) if k else ())):
+        ins = [flat[a][lo:hi] for a in arrays] + [task.s[x] for x in scalars]
+        out = cuda.run(g, name, arrays, ins, hi - lo, [task.p.dtype] * len(outputs))
+        if out is None:
+            return _numpy_one(rule, task)
+        parts.append(out)
+    joined = [cupy.concatenate([p[i] for p in parts]) if len(parts) > 1 else parts[0][i] for i in range(len(outputs))]
+    return {name: v.reshape(task.p.shape) for name, v in zip(outputs, joined)}
 
 
 def _address(a: np.ndarray) -> int:
@@ -297,7 +338,9 @@ def run(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
     for j, t in enumerate(tasks):
         if isinstance(t.p, np.ndarray):
             groups.setdefault(_variant(rule, t) + (tuple(t.s),), []).append(j)  # tuple(s): the scalar names
-        else:  # CuPy and other arrays: the reference path, on their device
+        elif backend.backend_name(t.p) == "cupy":  # generated CUDA kernels
+            results[j] = _cuda_one(rule, t)
+        else:  # other array-API arrays: the reference path
             results[j] = _numpy_one(rule, t)
     for idx in groups.values():
         for j, out in zip(idx, _numba_group(rule, [tasks[j] for j in idx])):
