@@ -524,7 +524,7 @@ def cuda_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
     lines = []
     for k, t in enumerate(graph.tables):
         vals = ", ".join(_const_c(v, t.dtype.name) for v in t.tolist())
-        lines.append(f"__device__ const {_C_TYPE[t.dtype.name]} TABLE{k}[{t.size}] = {{{vals}}};")
+        lines.append(f"__device__ const {_C_TYPE[t.dtype.name]} {name}_TABLE{k}[{t.size}] = {{{vals}}};")
     params = []
     for n in graph.inputs:
         nm = n.args[0]
@@ -590,7 +590,7 @@ def cuda_source(graph: Graph, name: str, arrays: Sequence[str]) -> str:
         elif op == "to_f32":
             expr = f"__double2float_rn({ref(a[0])})"
         elif op == "lookup":
-            expr = f"TABLE{a[0]}[{ref(a[1])}]"
+            expr = f"{name}_TABLE{a[0]}[{ref(a[1])}]"
         elif op == "fma":
             expr = f"{'__fmaf_rn' if dt == 'float32' else '__fma_rn'}({ref(a[0])}, {ref(a[1])}, {ref(a[2])})"
         else:  # pragma: no cover

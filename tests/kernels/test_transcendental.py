@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -498,3 +500,25 @@ def test_compiled_kernels_give_the_numpy_paths_bits(name, dtype) -> None:
         rf.set_kernels("numba")
     got = fn(*args)
     assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed: the CUDA source is not compiled here")
+def test_cuda_source_of_every_function_compiles(tmp_path) -> None:
+    """Every function's formula as CUDA C (what CuPy arrays run), compiled by nvcc in one
+    file: no contraction (mad), no approximate or flush-to-zero instruction."""
+    from refopt.kernels import compile as Cc
+
+    sources = []
+    for (name, dtype), formula in T.FORMULAS.items():
+        arrays = ("x", "y") if name == "power" else ("x",)
+        sources.append(Cc.cuda_source(Cc.trace(formula, [(a, dtype) for a in arrays]), f"{name}_{dtype}", arrays))
+    cu = tmp_path / "all.cu"
+    cu.write_text("\n".join(sources))
+    ptx = tmp_path / "all.ptx"
+    proc = subprocess.run(
+        ["nvcc", "--ptx", "-arch=sm_80", "--fmad=false", str(cu), "-o", str(ptx)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = ptx.read_text()
+    assert text.count(".entry") == len(T.FORMULAS)
+    assert not re.findall(r"\bmad\.|\.approx\.|\.ftz\.", text)
