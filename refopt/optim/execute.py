@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,7 +49,7 @@ class Task:
     o: Options
     s: dict[str, Any]
     inplace: frozenset[str] = frozenset()
-    addresses: dict[str, tuple[int, int]] | None = None  # a per-variable cache: name -> (id, address)
+    addresses: dict[str, tuple[Any, int]] | None = None  # per variable: name -> (weakref, address)
 
 
 class _Holder:
@@ -67,18 +68,27 @@ def _baselines() -> tuple[int, int]:
 _ATTR_REFS, _DICT_REFS = _baselines()
 
 
+def _known(cache: dict[str, tuple[Any, int]], name: str, arr: Any) -> tuple[Any, int] | None:
+    """The cache entry for ``name`` if it was made for this very array.  The entry holds
+    a weak reference, not an id: an id is reused once its array is freed (after an
+    ``assign`` or ``set_slot``), and a stale address would be written through."""
+    hit = cache.get(name)
+    if hit is not None and hit[0]() is arr:
+        return hit
+    return None
+
+
 def inplace_names(
-    var: Any, slots: dict[str, Any], addresses: dict[str, tuple[int, int]] | None = None
+    var: Any, slots: dict[str, Any], addresses: dict[str, tuple[Any, int]] | None = None
 ) -> frozenset[str]:
     """The arrays of an update that can be overwritten: NumPy arrays, C-contiguous and
     writable, held by nothing but the variable (``p``) or the optimizer's slot dict -- no
     view, no Tensor, no state_dict a caller kept.  Writing any other in place would
     change a value someone can see; those get fresh arrays.  (An array whose address the
-    kernels cached -- ``addresses``, by id -- was checked for layout already.)"""
+    kernels cached -- ``addresses`` -- was checked for layout already.)"""
     names = []
     known = addresses or {}
-    hit = known.get("p")
-    if hit is not None and hit[0] == id(var.data):
+    if _known(known, "p", var.data) is not None:
         ok = type(var.data) is np.ndarray
     else:
         d = var.data
@@ -87,8 +97,7 @@ def inplace_names(
     if ok and sys.getrefcount(var.data) == _ATTR_REFS:
         names.append("p")
     for k in slots:
-        hit = known.get(k)
-        if hit is not None and hit[0] == id(slots[k]):
+        if _known(known, k, slots[k]) is not None:
             ok = type(slots[k]) is np.ndarray
         else:
             a = slots[k]
@@ -245,15 +254,15 @@ _CONCAT_BELOW = 4096  # gradients smaller than this are copied into one buffer p
 
 def _cached_address(t: Task, name: str, arr: np.ndarray) -> int:
     """The address of a persistent array (a value or slot updated in place), remembered
-    on the variable's state: the id check is safe because the state holds the array."""
+    on the variable's state with a weak reference to the array it belongs to."""
     cache = t.addresses
     if cache is None:
         return _address(arr)
-    hit = cache.get(name)
-    if hit is not None and hit[0] == id(arr):
+    hit = _known(cache, name, arr)
+    if hit is not None:
         return hit[1]
     a = _address(arr)
-    cache[name] = (id(arr), a)
+    cache[name] = (weakref.ref(arr), a)
     return a
 
 

@@ -128,7 +128,7 @@ class _VarState:
     hyper: Hyper
     slots: dict[str, Any]
     step: int = 0
-    addresses: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # the kernels' cache
+    addresses: dict[str, tuple[Any, int]] = dataclasses.field(default_factory=dict)  # the kernels' cache
 
 
 class _Unset:

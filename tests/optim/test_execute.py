@@ -285,6 +285,33 @@ def test_steady_state_updates_in_place_and_never_under_a_view() -> None:
     assert np.array_equal(view.numpy(), seen) and id(kernel.data) != before["dense/kernel"][0]
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+def test_replaced_arrays_are_never_written_through_a_stale_address(kernels) -> None:
+    """After ``assign`` or ``set_slot`` twice the array the kernels cached is freed and
+    CPython hands its id (and often its memory) to the next array of that size: a cache
+    keyed by id would write the update into that unrelated array.  Values, slots and the
+    bystander must all be exactly what the formulas say."""
+    rf.set_kernels(kernels)
+    try:
+        for n in (100, 8000):
+            v = rf.Variable(np.zeros(n), name="w")
+            opt = SGD([v], learning_rate=1.0, momentum=0.5)
+            g = np.ones(n)
+            opt.apply_gradients([(g, v)])
+            opt.apply_gradients([(g, v)])  # value and momentum updated in place, addresses cached
+            v.assign(np.full(n, 10.0))
+            opt.set_slot(v, "momentum", np.full(n, 2.0))
+            other_v, other_m = np.full(n, 7.0), np.full(n, 7.0)
+            v.assign(np.full(n, 20.0))
+            opt.set_slot(v, "momentum", np.full(n, 3.0))
+            opt.apply_gradients([(g, v)])
+            assert np.all(opt.get_slot(v, "momentum").numpy() == 0.5 * 3.0 + 1.0), n
+            assert np.all(v.numpy() == 20.0 - 2.5), n
+            assert np.all(other_v == 7.0) and np.all(other_m == 7.0), n
+    finally:
+        rf.set_kernels("numba")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("variant", VARIANTS, ids=[_ids(v) for v in VARIANTS])
 def test_cuda_kernels_equal_the_reference_bit_for_bit(variant) -> None:
