@@ -2,8 +2,9 @@
 float32 and float64, at 1 and 2 threads -- refopt's compiled kernels (and, on the smaller
 sizes, its NumPy reference path) against torch 2.13's default and fused CPU Adam and the
 in-place memory-traffic floor, all in this one process; one step over 3,000 small
-variables (per-variable overhead); and the first call's compile time with a cold and a
-warm kernel cache (fresh processes, numba's own import measured apart).
+variables (per-variable overhead); where splitting a call between two threads starts to
+pay; and the first call's compile time with a cold and a warm kernel cache (fresh
+processes, numba's own import measured apart).
 
     python bench/bench_optim.py [--sizes 1000000 10000000 100000000]
 
@@ -154,6 +155,46 @@ def many_variables(count: int = 3000) -> dict:
     }
 
 
+def split_threshold() -> list[dict]:
+    """Where splitting one call between two threads starts to pay (the choice of
+    ``refopt.kernels.threads.SPLIT_MIN``): an Adam step on 2^16 .. 2^21 values, one
+    thread vs always split in two, with torch fused on two threads beside it."""
+    import torch
+
+    from refopt.kernels import threads as kthreads
+
+    rows = []
+    saved = kthreads.SPLIT_MIN
+    kthreads.SPLIT_MIN = 1  # split every call
+    try:
+        for dtype in ("float32", "float64"):
+            for e in range(16, 22):
+                n = 2**e
+                rng = np.random.default_rng(0)
+                p0, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+                row = {"n": n, "dtype": dtype}
+                for t in (1, 2):
+                    rf.set_kernels("numba", threads=t)
+                    var = rf.Variable(p0.copy(), name="w")
+                    opt = rf.optim.Adam([var], learning_rate=1e-3)
+                    row[f"refopt_{t}t_s"] = best_of(lambda: opt.apply_gradients([(g, var)]), repeat=21)["median_s"]
+                torch.set_num_threads(2)
+                tp = torch.tensor(p0.copy(), requires_grad=True)
+                tp.grad = torch.tensor(g)
+                topt = torch.optim.Adam([tp], lr=1e-3, fused=True)
+                row["torch_fused_2t_s"] = best_of(topt.step, repeat=21)["median_s"]
+                rows.append(row)
+                print(
+                    f"split {n:>9,} {dtype}: 1 thread {row['refopt_1t_s'] * 1e6:7.0f} us, split in two "
+                    f"{row['refopt_2t_s'] * 1e6:7.0f} us, torch fused 2t {row['torch_fused_2t_s'] * 1e6:7.0f} us",
+                    flush=True,
+                )
+    finally:
+        kthreads.SPLIT_MIN = saved
+        rf.set_kernels("numba", threads=1)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10**6, 10**7, 10**8])
@@ -174,6 +215,7 @@ def main() -> None:
     payload = {
         "adam_step": rows,
         "many_variables": many_variables(),
+        "split_threshold": split_threshold(),
         "first_call": first_call(),
         "started": time.strftime("%Y-%m-%d"),
     }

@@ -324,7 +324,7 @@ def _const_py(value: Any, dtype: str) -> str:
 
 _HEADER = [
     "import numpy as np",
-    "from numba import carray, prange",
+    "from numba import carray",
     "from refopt.kernels._numba_support import fma, sqrt, rint, floor, fabs, bits64, from_bits64, bits32, pointer",
     "",
 ]
@@ -418,7 +418,6 @@ def numba_segments_source(
     arrays: Sequence[str],
     scalars: Sequence[str],
     inplace: Sequence[str | None] | None = None,
-    parallel: bool = False,
 ) -> str:
     """Python source of a kernel that runs a formula over many segments (variables) in
     one call::
@@ -431,12 +430,11 @@ def numba_segments_source(
     ``k`` overwrites (it then has no ``O_k``): the store goes through the same array, so
     that LLVM sees a load and a store of one index -- no loop-carried dependence, the
     loop vectorises -- where two pointers to one range would defeat its alias checks.
-    Every input of element i is read before any output of element i is written.
-    ``parallel``: segments of ``PARALLEL_MIN`` elements and more run their body loop as a
-    ``prange`` (compile with ``parallel=True``); the elements are independent, so the bits
-    are the same.  ``graphs[0]`` computes
-    the first ``sizes[seg] - tails[seg]`` elements, ``graphs[1]`` (if given) the rest --
-    torch's remainder loop.  The graphs share their inputs and outputs by position."""
+    Every input of element i is read before any output of element i is written (and
+    element i alone, so a segment can be cut into pieces run by different threads:
+    :mod:`refopt.kernels.threads`).  ``graphs[0]`` computes the first ``sizes[seg] -
+    tails[seg]`` elements, ``graphs[1]`` (if given) the rest -- torch's remainder loop.
+    The graphs share their inputs and outputs by position."""
     body = graphs[0]
     header: list[str] = []
     per_graph = []
@@ -463,20 +461,9 @@ def numba_segments_source(
             lines.append(f"        out{k} = carray(pointer(O_{k}[seg], {_NP_TYPE[dt]}), (n,))")
         else:
             lines.append(f"        out{k} = {over[k]}")
-    loops = [("range(k)", 0), ("range(k, n)", 1)]
-    if parallel:
-        lines.append(f"        if n >= {PARALLEL_MIN}:")
-        lines += _segment_loop(per_graph[0], arrays, "prange(k)", "            ")
-        lines.append("        else:")
-        lines += _segment_loop(per_graph[0], arrays, "range(k)", "            ")
-        loops = loops[1:]
-    for rng, gi in loops:
-        if gi < len(per_graph):
-            lines += _segment_loop(per_graph[gi], arrays, rng, "        ")
+    for rng, info in zip(("range(k)", "range(k, n)"), per_graph):
+        lines += _segment_loop(info, arrays, rng, "        ")
     return "\n".join(lines) + "\n"
-
-
-PARALLEL_MIN = 2**15
 
 
 def _segment_loop(graph_info: tuple, arrays: Sequence[str], rng: str, indent: str) -> list[str]:
@@ -616,13 +603,13 @@ def cache_dir() -> Path:
 _compiled: dict[str, Callable[..., Any]] = {}
 
 
-def compile_numba(source: str, name: str, parallel: bool = False) -> Callable[..., Any]:
-    """njit(fastmath=False, cache=True) the function ``name`` of generated ``source``
-    (``parallel=True`` for a source with ``prange`` loops: numba's workqueue threads).
+def compile_numba(source: str, name: str) -> Callable[..., Any]:
+    """njit(fastmath=False, nogil=True, cache=True) the function ``name`` of generated
+    ``source`` (nogil: :mod:`refopt.kernels.threads` runs pieces of a call at once).
 
     The source is written to a file named by its hash (numba's cache needs a file), so
     the same formula reuses its machine code across processes."""
-    key = hashlib.sha256(source.encode() + (b"|parallel" if parallel else b"")).hexdigest()[:20]
+    key = hashlib.sha256(source.encode()).hexdigest()[:20]
     hit = _compiled.get(key)
     if hit is not None:
         return hit
@@ -641,11 +628,7 @@ def compile_numba(source: str, name: str, parallel: bool = False) -> Callable[..
     sys.modules[modname] = module
     spec.loader.exec_module(module)
     # error_model="numpy": x / 0 is inf (IEEE), never a raised ZeroDivisionError
-    if parallel and numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "workqueue"  # no TBB/OpenMP runtime to fight BLAS's
-    fn = numba.njit(fastmath=False, error_model="numpy", cache=True, nogil=True, parallel=parallel)(
-        getattr(module, name)
-    )
+    fn = numba.njit(fastmath=False, error_model="numpy", cache=True, nogil=True)(getattr(module, name))
     _compiled[key] = fn
     return fn
 

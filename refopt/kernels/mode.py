@@ -122,8 +122,8 @@ def set_kernels(name: str, threads: int | None = None) -> None:
 
     ``threads``: how many threads a compiled kernel may use on large arrays (default 1,
     or ``REFOPT_THREADS``): one, so that a kernel never competes with the BLAS threads of
-    the matrix products around it; more splits arrays of 2^15 elements and up between
-    numba's workqueue threads.  The bits do not depend on it."""
+    the matrix products around it; more splits a call of 2^19 elements and up into runs
+    of at least 2^18 (:mod:`refopt.kernels.threads`).  The bits do not depend on it."""
     if name not in KERNELS:
         raise ValueError(f"unknown kernels {name!r}; valid ones are {', '.join(KERNELS)}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):

@@ -710,36 +710,32 @@ def _compiled() -> bool:
     return current_kernels() == "numba"
 
 
-_NUMBA: dict[tuple[str, str, bool], Any] = {}
+_NUMBA: dict[tuple[str, str], Any] = {}
 _GRAPHS: dict[tuple[str, str], Any] = {}
 
 
 def _numba_evaluate(name: str, dtype: str, flat: list[np.ndarray]) -> np.ndarray:
     """The formula compiled by numba (:mod:`refopt.kernels.compile`), the same bits as the
-    NumPy evaluation: one loop over the elements, split between threads for large arrays
-    when :func:`refopt.set_kernels` allows more than one."""
+    NumPy evaluation: one loop over the elements, split between threads
+    (:mod:`refopt.kernels.threads`) for large arrays when :func:`refopt.set_kernels`
+    allows more than one."""
     from refopt.kernels import compile as C
+    from refopt.kernels import threads
     from refopt.kernels.mode import current_threads
 
-    threads = current_threads()
     n = flat[0].shape[0]
-    parallel = threads > 1 and n >= C.PARALLEL_MIN
-    key = (name, dtype, parallel)
+    key = (name, dtype)
     fn = _NUMBA.get(key)
     if fn is None:
         arrays = ("x", "y")[: len(flat)]
         graph = C.trace(FORMULAS[(name, dtype)], [(a, dtype) for a in arrays])
         fname = f"{name}_{dtype}"
-        source = C.numba_segments_source([graph], fname, arrays, (), None, parallel)
-        fn = _NUMBA[key] = C.compile_numba(source, fname, parallel)
+        fn = _NUMBA[key] = C.compile_numba(C.numba_segments_source([graph], fname, arrays, ()), fname)
     keep = [np.ascontiguousarray(a) for a in flat]
     out = np.empty(n, dtype=dtype)
-    addr = [np.array([a.__array_interface__["data"][0]], np.int64) for a in (*keep, out)]
-    if parallel:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    fn(*addr, np.array([n], np.int64), np.zeros(1, np.int64))
+    width = out.itemsize
+    args = [(np.array([a.__array_interface__["data"][0]], np.int64), width) for a in (*keep, out)]
+    threads.call(fn, args, np.array([n], np.int64), np.zeros(1, np.int64), current_threads())
     return out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from refopt import backend
 from refopt.kernels import compile as C
+from refopt.kernels import threads
 from refopt.kernels.formula import array_ops
 from refopt.kernels.mode import current_kernels, current_threads
 from refopt.optim.rules import Options, Rule
@@ -203,20 +204,18 @@ def _traced(rule: Rule, task: Task) -> tuple[list[Any], tuple[str, ...], tuple[s
     return hit
 
 
-def _kernel(
-    rule: Rule, task: Task, parallel: bool = False
-) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
+def _kernel(rule: Rule, task: Task) -> tuple[Any, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
     """The compiled kernel of ``task``'s variant, with its array, scalar and output names
     and its source."""
-    key = _variant(rule, task) + (tuple(task.s), parallel)
+    key = _variant(rule, task) + (tuple(task.s),)
     hit = _KERNELS.get(key)
     if hit is not None:
         return hit
     graphs, arrays, scalars, outputs = _traced(rule, task)
     fname = "update_" + rule.name.replace("/", "_")
     over = [name if name in task.inplace and name in arrays else None for name in outputs]
-    source = C.numba_segments_source(graphs, fname, arrays, scalars, over, parallel)
-    hit = _KERNELS[key] = (C.compile_numba(source, fname, parallel), arrays, scalars, outputs, source)
+    source = C.numba_segments_source(graphs, fname, arrays, scalars, over)
+    hit = _KERNELS[key] = (C.compile_numba(source, fname), arrays, scalars, outputs, source)
     return hit
 
 
@@ -272,10 +271,8 @@ def _numba_group(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
     Per variable the cost is a few attribute reads: the addresses of values and slots
     are cached on the variables' states, small gradients (and masks) are copied into one
     buffer, and the scalar arrays come from the few distinct prepared dicts."""
-    threads = current_threads()
-    parallel = threads > 1 and any(t.p.size >= C.PARALLEL_MIN for t in tasks)
     t0 = tasks[0]
-    fn, arrays, scalars, outputs, _ = _kernel(rule, t0, parallel)
+    fn, arrays, scalars, outputs, _ = _kernel(rule, t0)
     n = len(tasks)
     dtype = t0.p.dtype
     sizes = np.fromiter((t.p.size for t in tasks), np.int64, n)
@@ -329,11 +326,9 @@ def _numba_group(rule: Rule, tasks: Sequence[Task]) -> list[dict[str, Any]]:
         for k, name in enumerate(fresh):
             out_addr[k][j] = _address(out[name])
         results.append(out)
-    if parallel:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    fn(*(addr[a] for a in arrays), *(vals[x] for x in scalars), *out_addr, sizes, tails)
+    args = [(addr[a], 1 if a == "mask" else dtype.itemsize) for a in arrays]
+    args += [(vals[x], 0) for x in scalars] + [(o, dtype.itemsize) for o in out_addr]
+    threads.call(fn, args, sizes, tails, current_threads())
     return results
 
 

@@ -14,12 +14,14 @@ import dataclasses
 import re
 import shutil
 import subprocess
+import threading
 
 import numpy as np
 import pytest
 
 import refopt as rf
 from refopt.kernels import compile as C
+from refopt.kernels import threads
 from refopt.optim import SGD, Adam, AdamW, execute
 from tests.optim.test_conformance import MATRIX
 
@@ -35,10 +37,10 @@ def _ids(v):
     return f"{rule}-{conv}-" + (",".join(f"{k}={val}" for k, val in opts.items()) or "defaults")
 
 
-def _trajectory(kernels, make, shapes, dtype, steps, seed, masks=False, **kw):
+def _trajectory(kernels, make, shapes, dtype, steps, seed, masks=False, threads=1, **kw):
     """Parameters and slots after each of ``steps`` updates under ``kernels``."""
     rng = np.random.default_rng(seed)
-    rf.set_kernels(kernels)
+    rf.set_kernels(kernels, threads=threads)
     place = rf.current_backend()
     try:
         vs = [rf.Variable(rng.standard_normal(s).astype(dtype), name=f"v{i}") for i, s in enumerate(shapes)]
@@ -57,7 +59,7 @@ def _trajectory(kernels, make, shapes, dtype, steps, seed, masks=False, **kw):
             out.append([opt.get_slot(v, n).numpy().tobytes() for v in vs for n in opt.slot_names() if _has(opt, v, n)])
         return out
     finally:
-        rf.set_kernels("numba")
+        rf.set_kernels("numba", threads=1)
 
 
 def _has(opt, v, name):
@@ -101,6 +103,50 @@ def test_compiled_equals_reference_with_masks_groups_and_multipliers(variant) ->
     for dtype in ("float32",) if conv == "bert" else ("float32", "float64"):
         a = _trajectory("numba", make, shapes, dtype, 4, 2, masks=True)
         assert a == _trajectory("numpy", make, shapes, dtype, 4, 2, masks=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[_ids(v) for v in VARIANTS])
+def test_threads_give_the_same_bits(variant, monkeypatch) -> None:
+    """A call split between threads (pieces as small as one element, so that cuts fall
+    inside torch's remainder elements and between masked elements) gives the reference
+    bits; and at the real split size (threads.SPLIT_MIN), over three threads."""
+    rule, conv, opts = variant
+    make = _maker(rule, conv, opts)
+    want = _trajectory("numpy", make, [(n,) for n in range(5, 25, 2)], "float32", 3, 6, masks=True)
+    with monkeypatch.context() as m:
+        m.setattr(threads, "SPLIT_MIN", 1)
+        got = _trajectory("numba", make, [(n,) for n in range(5, 25, 2)], "float32", 3, 6, masks=True, threads=16)
+    assert got == want
+    shapes = [(2 * threads.SPLIT_MIN + 5,), (3,), (threads.SPLIT_MIN + 1,)]  # three runs
+    want = _trajectory("numpy", make, shapes, "float32", 2, 7)
+    assert _trajectory("numba", make, shapes, "float32", 2, 7, threads=3) == want
+
+
+def test_threads_from_several_python_threads_at_once() -> None:
+    """Python threads that each split their updates between kernel threads, at once: each
+    gets the reference trajectory (no shared state between calls)."""
+
+    def work(seed: int, kernels: str, threads_: int, out: dict) -> None:
+        rf.set_kernels(kernels, threads=threads_)  # this thread's setting
+        rng = np.random.default_rng(seed)
+        v = rf.Variable(np.zeros(2 * threads.SPLIT_MIN + 7, np.float32), name="w")
+        opt = Adam([v], learning_rate=1e-2, amsgrad=True)
+        for _ in range(5):
+            opt.apply_gradients([(rng.standard_normal(v.shape).astype(np.float32), v)])
+        out[seed] = v.numpy().tobytes()
+
+    got: dict = {}
+    pool = [threading.Thread(target=work, args=(s, "numba", 3, got)) for s in range(3)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    want: dict = {}
+    for s in range(3):
+        t = threading.Thread(target=work, args=(s, "numpy", 1, want))
+        t.start()
+        t.join()
+    assert got == want
 
 
 def test_three_thousand_small_variables_in_one_call(monkeypatch) -> None:
