@@ -1,6 +1,6 @@
 """The ``refopt`` command.
 
-    refopt verify [--frameworks F ...] [--scenarios S ...] [--dtype float32|float64|all] [--out DIR]
+    refopt verify [--frameworks F ...] [--scenarios S ...] [--dtype float32|float64|all] [--out DIR] [--markdown]
     refopt golden (--scenario NAME | --config FILE) --out FILE [--framework F] [--dtype D]
     refopt compare A B [--plot out.png] [--json]
     refopt scenarios [--json]
@@ -103,8 +103,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     dtypes = ["float32", "float64"] if args.dtype == "all" else [args.dtype]
     report = verify(scs, dtypes, args.frameworks, progress=_Progress(args.quiet), use_golden=not args.no_golden)
     j, m = report.write(args.out)
-    print(report.to_markdown())
-    print(f"wrote {j} and {m}")
+    if args.markdown:  # stdout is the matrix alone, ready to embed in a page
+        sys.stdout.write(report.to_markdown(title=False))
+        print(f"wrote {j} and {m}", file=sys.stderr)
+    else:
+        print(report.to_markdown())
+        print(f"wrote {j} and {m}")
     return 1 if report.failed else 0
 
 
@@ -214,6 +218,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="refopt-verify", help="folder for conformance.json and conformance.md")
     v.add_argument("--no-golden", action="store_true", help="skip missing frameworks instead of using golden files")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print only the conformance matrix on stdout, as a Markdown fragment (no title) to embed in a page; "
+        "the files are written as usual",
+    )
     v.set_defaults(fn=cmd_verify)
 
     g = sub.add_parser("golden", parents=[debug], help="write a golden trajectory")

@@ -1,8 +1,11 @@
-"""Shared fixtures: hypothesis profiles, the backend matrix, the gpu marker."""
+"""Shared fixtures: hypothesis profiles, the backend matrix, the gpu marker, and one run
+of the full conformance matrix."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -54,3 +57,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _numpy_backend_by_default():
     with rf.use_backend("numpy"):
         yield
+
+
+@pytest.fixture(scope="session")
+def full_verify(tmp_path_factory) -> tuple[subprocess.CompletedProcess, object]:
+    """The real console script over every scenario and both dtypes, once per session:
+    ``refopt verify --markdown --dtype all`` (stdout: the matrix as Markdown) and the
+    folder it wrote conformance.json and conformance.md to.  Its ~40 s are shared by
+    tests/oracle/test_verify.py and tests/docs/test_conformance_page.py."""
+    out = tmp_path_factory.mktemp("verify")
+    proc = subprocess.run(
+        [sys.executable, "-m", "refopt.cli", "verify", "--markdown", "--dtype", "all", "--quiet", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=out,
+    )
+    return proc, out

@@ -179,3 +179,29 @@ def test_an_internal_error_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
         err
         == "refopt scenarios: internal error: ZeroDivisionError: a refopt bug (run with --debug for the traceback)\n"
     )
+
+
+def test_verify_markdown_prints_the_matrix_alone(tmp_path, monkeypatch, capsys) -> None:
+    """`refopt verify --markdown`: stdout is the conformance matrix as a Markdown fragment
+    (no title, no "wrote" line) -- what docs/conventions.md embeds; the files are written
+    as usual, conformance.md being the same matrix under its title."""
+    import refopt.oracle.adapters as adapters
+    from refopt import cli
+
+    monkeypatch.setattr(adapters, "available", lambda fw: False)  # the shipped golden files decide: fast
+    code = cli.main(
+        ["verify", "--markdown", "--scenarios", "adam-tf1", "sgd-tf1-momentum", "--quiet", "--out", str(tmp_path)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("Each cell: ") and not out.startswith("#")
+    assert "| scenario | dtype | tf1 |" in lines
+    assert any(line.startswith("| adam-tf1 | float32 | exact [golden: tf1 ") for line in lines)
+    assert lines[-1].startswith("passed: 2 within tolerance, 0 failing")
+    assert "wrote" not in out and f"wrote {tmp_path / 'conformance.json'}" in err
+    assert (tmp_path / "conformance.md").read_text() == "# refopt verify: conformance matrix\n\n" + out
+
+    cli.main(["verify", "--scenarios", "adam-tf1", "--quiet", "--out", str(tmp_path)])  # without the flag
+    plain = capsys.readouterr().out
+    assert plain.startswith("# refopt verify: conformance matrix") and "\nwrote " in plain

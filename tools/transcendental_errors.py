@@ -624,8 +624,9 @@ def markdown(payload: dict) -> str:
     ]
     for r in payload["results"]:
         for c in r["samples"]:
+            sample = c["sample"].replace("|", "\\|")  # a bare | would split the table cell
             lines.append(
-                f"| `{r['function']}` | {r['dtype']} | {c['sample']} | {c['points']:,} | {c['max_ulp']:.4f} | "
+                f"| `{r['function']}` | {r['dtype']} | {sample} | {c['points']:,} | {c['max_ulp']:.4f} | "
                 f"{100 * c['correctly_rounded']:.5f} % |"
             )
     return "\n".join(lines) + "\n"

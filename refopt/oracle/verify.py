@@ -118,10 +118,13 @@ class Report:
             "cells": [dataclasses.asdict(c) for c in self.cells],
         }
 
-    def to_markdown(self) -> str:
-        lines = [
-            "# refopt verify: conformance matrix",
-            "",
+    def to_markdown(self, title: bool = True) -> str:
+        """The matrix as Markdown: a sentence on what a cell says, the table (scenario x
+        dtype rows, one column per framework path), and the tally.  ``title=False`` leaves
+        out the page title, for a fragment embedded in another page (``refopt verify
+        --markdown``)."""
+        lines = ["# refopt verify: conformance matrix", ""] if title else []
+        lines += [
             "Each cell: refopt's trajectory against the framework's, parameters and slots, every step "
             "(`exact` = bit for bit). `golden` cells compare with files generated from the framework.",
             "",

@@ -24,15 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.frameworks
-def test_full_matrix_with_every_framework(tmp_path) -> None:
+def test_full_matrix_with_every_framework(full_verify) -> None:
     """The real console script, every scenario, both dtypes: exit 0, and every column a
     convention promises bit-exact (tolerance 0 ULP) is exact."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "refopt.cli", "verify", "--dtype", "all", "--quiet", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    proc, tmp_path = full_verify  # `refopt verify --markdown --dtype all`, run once (tests/conftest.py)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "conformance.json").read_text())
     assert report["passed"] and all(report["frameworks_installed"].values())
