@@ -13,6 +13,8 @@ sections); the tests are examples/golden/test_torch_adam.py and test_jax_adam.py
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from refopt.oracle.scenarios import Scenario, run_scenario
 from refopt.testing import max_ulp
 
@@ -48,11 +50,12 @@ import test_torch_adam  # noqa: E402
 
 golden, fused = test_torch_adam.replay_in_torch("golden/adam-torch.npz", fused=True)
 _, default = test_torch_adam.replay_in_torch("golden/adam-torch.npz")
-print("[torch] torch.optim.Adam replaying golden/adam-torch.npz: largest distance over 20 steps, in ULP")
-print("variable        fused  default (MKL's sqrt)")
+print("[torch] torch.optim.Adam replaying golden/adam-torch.npz: largest distance over 20 steps")
+print("variable        fused (ULP)  default (MKL's sqrt; how far depends on the CPU)")
 for n in golden["names"]:
-    ulps = [max_ulp(run["params"][n], golden["params"][n]) for run in (fused, default)]
-    print(f"{n:14s}  {ulps[0]:5g}  {ulps[1]:g}")
+    ulps = max_ulp(fused["params"][n], golden["params"][n])
+    near = np.max(np.abs(default["params"][n] - golden["params"][n])) <= 1e-6
+    print(f"{n:14s}  {ulps:11g}  {'within 1e-6' if near else 'FARTHER than 1e-6'}")
 for test in (
     test_torch_adam.test_fused_adam_follows_the_golden_trajectory_bit_for_bit,
     test_torch_adam.test_default_adam_stays_within_1e_6,
