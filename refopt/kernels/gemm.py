@@ -386,8 +386,8 @@ def matmul(a: Any, b: Any) -> Any:
     a64, b64 = a2.astype(xp.float64), b2.astype(xp.float64)
     finite = bool(xp.all(xp.isfinite(a64))) and bool(xp.all(xp.isfinite(b64)))
     fa, fb = (a64, b64) if finite else (xp.where(xp.isfinite(a64), a64, 0.0), xp.where(xp.isfinite(b64), b64, 0.0))
-    if k == 0:
-        out_shape = np.broadcast_shapes(a2.shape[:-1] + (1,), b2.shape[:-2] + (1, b2.shape[-1]))
+    out_shape = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1])
+    if k == 0 or 0 in out_shape:  # an empty sum is +0; an empty output has nothing to compute
         out = xp.zeros(out_shape, dtype=a.dtype)
     elif dtype_name == "float32" and k <= _F32_DECIDABLE_K:
         out = _matmul_f32(xp, fa, fb)

@@ -136,6 +136,21 @@ def test_shapes_follow_numpy_matmul() -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_operands_and_outputs(dtype) -> None:
+    """An empty inner dimension gives +0 (the empty sum); an empty output -- no rows, no
+    columns, an empty batch -- has numpy.matmul's shape; both through a Dense layer's
+    gradient too."""
+    for sa, sb in [((0, 3), (3, 4)), ((3, 0), (0, 4)), ((2, 3), (3, 0)), ((2, 3, 4), (1, 4, 0)), ((0, 2, 3), (3, 2))]:
+        a, b = np.ones(sa, dtype), np.ones(sb, dtype)
+        got, want = mm.matmul(a, b), np.matmul(a, b)
+        assert got.shape == want.shape and got.dtype == want.dtype and np.array_equal(bits(got), bits(want)), (sa, sb)
+    layer = rf.nn.Dense(3, 4, seed=0, dtype=dtype)
+    x = rf.constant(np.ones((0, 3), dtype))
+    grads = rf.grad(lambda k: rf.sum(rf.matmul(x, k)))(layer.kernel)
+    assert grads.shape == (3, 4) and np.all(grads.numpy() == 0) and layer(x).shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_result_does_not_depend_on_the_summation_order(dtype) -> None:
     """Permuting the inner axis changes the order in which any BLAS adds, never the
     exact sum: the correctly rounded product is the same bits; BLAS's is not."""
