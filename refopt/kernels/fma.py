@@ -18,6 +18,10 @@ transformations and *rounding to odd*:
 * float64: ``a*b = ph + pl`` exactly (Dekker's TwoProduct), ``c + ph = th + tl``
   exactly (TwoSum), ``v = RO(tl + pl)``, and the result is ``RN(th + v)`` -- Boldo and
   Melquiond's correctly rounded sum of three numbers, applied to ``ph + pl + c``.
+  TwoProduct is exact only while its error term does not underflow (|a*b| >= 2^-969):
+  below, the result is ``c`` where |c| >= 2^-900 (the product is far below half an ulp
+  of c) and otherwise rounded from the exact rational value.  A zero product is exact
+  in floating point, and ``a*b + c`` keeps IEEE's signs of zero.
 
 Inputs must be finite with |a*b| well inside the float range (Dekker's split needs
 |a|, |b| < 2^996); optimizer values are.  Non-finite inputs give the plain a*b + c.
@@ -25,12 +29,15 @@ Inputs must be finite with |a*b| well inside the float range (Dekker's split nee
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 from refopt.kernels.eft import two_prod, two_sum
 
+_DEKKER_MIN = 2.0**-969  # TwoProduct is exact iff e_a + e_b >= e_min + p - 1 = -970
+_NEGLIGIBLE_C = 2.0**-900  # |a*b| < 2^-968 is far below half an ulp of such a c
 _LOW29 = (1 << 29) - 1
 _HALF29 = 1 << 28
 _F32_TINY = 2.0**-126
@@ -60,6 +67,25 @@ def round_to_odd_add(a: Any, b: Any) -> Any:
     return _to_odd(s, e)
 
 
+def _tiny_products(xp: Any, out: Any, tiny: Any, a: Any, b: Any, c: Any) -> Any:
+    """The elements whose nonzero product is below 2^-969, where Dekker's error term
+    underflows (and is no longer exact).  Where |c| >= 2^-900, |a*b| < 2^-968 is less than
+    a 2^15th of half an ulp of c, so RN(a*b + c) = c.  The rest -- a result near or in
+    the subnormal range -- is rounded from the exact rational value (CPython's int / int
+    division is correctly rounded, subnormals included); an exact zero sum of a nonzero
+    product is +0."""
+    out = xp.where(tiny & (xp.abs(c) >= _NEGLIGIBLE_C), c, out)
+    rest = tiny & (xp.abs(c) < _NEGLIGIBLE_C)
+    if not bool(xp.any(rest)):
+        return out
+    idx = xp.nonzero(rest)
+    host = [np.asarray(x[idx].get() if hasattr(x, "get") else x[idx], dtype=np.float64) for x in (a, b, c)]
+    exact = [float(Fraction(x) * Fraction(y) + Fraction(z)) for x, y, z in zip(*(h.tolist() for h in host))]
+    out = out.copy()
+    out[idx] = xp.asarray(np.array(exact, dtype=np.float64))
+    return out
+
+
 def fma(a: Any, b: Any, c: Any) -> Any:
     """a*b + c rounded once, elementwise, in the floating dtype of the array inputs
     (float32 or float64); scalar inputs must already be rounded to that dtype (NumPy
@@ -86,12 +112,17 @@ def fma(a: Any, b: Any, c: Any) -> Any:
             return out
         if dtype == np.float64:
             a64, b64, c64 = xp.broadcast_arrays(*(xp.asarray(x, dtype=xp.float64) for x in (a, b, c)))
-            ph, pl = two_prod(a64, b64)  # a*b = ph + pl exactly
+            ph, pl = two_prod(a64, b64)  # a*b = ph + pl exactly (when |ph| >= 2^-969)
             th, tl = two_sum(c64, ph)  # c + ph = th + tl exactly
             v = _to_odd(*two_sum(tl, pl))  # RO(tl + pl)
             out = th + v  # RN(th + v) = RN(a*b + c)
-            plain = ~(xp.isfinite(out) & xp.isfinite(ph) & xp.isfinite(pl))
+            # a zero product: a*b is exact (with its sign) and RN(a*b + c) is one IEEE
+            # addition -- the sign of an exact zero sum follows the operands' signs
+            plain = ~(xp.isfinite(out) & xp.isfinite(ph) & xp.isfinite(pl)) | (a64 == 0) | (b64 == 0)
             if bool(xp.any(plain)):
                 out = xp.where(plain, a64 * b64 + c64, out)
+            tiny = ~plain & (xp.abs(ph) < _DEKKER_MIN)
+            if bool(xp.any(tiny)):
+                out = _tiny_products(xp, out, tiny, a64, b64, c64)
             return out
     raise TypeError(f"fma: dtype must be float32 or float64, got {dtype}")

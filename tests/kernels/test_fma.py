@@ -45,6 +45,57 @@ def test_fma32_is_correctly_rounded(a, b, c) -> None:
     assert got == _exact32(a, b, c)
 
 
+def _ieee64(a: float, b: float, c: float) -> float:
+    """IEEE 754's fma in round-to-nearest, from exact rationals: an exact zero sum is -0
+    only for (-0) + (-0) -- a zero product with the sign of a*b, plus c = -0 -- else +0;
+    a nonzero value rounds once (a negative one that rounds to zero is -0)."""
+    p = Fraction(a) * Fraction(b)
+    v = p + Fraction(c)
+    if v == 0:
+        negative_product = math.copysign(1.0, a) * math.copysign(1.0, b) < 0
+        return -0.0 if p == 0 and c == 0 and negative_product and math.copysign(1.0, c) < 0 else 0.0
+    return float(round_fraction(v, np.float64))
+
+
+def _same64(got: np.ndarray, want: list[float]) -> bool:
+    return np.array_equal(got.view(np.int64), np.array(want, np.float64).view(np.int64))
+
+
+def test_fma64_signs_of_zero_and_subnormal_operands() -> None:
+    """Every combination of signed zeros, +-1, 3 and the smallest subnormal: the bits."""
+    vals = [0.0, -0.0, 1.0, -1.0, 3.0, 2.0**-1074, -(2.0**-1074)]
+    a, b, c = (np.array(x) for x in zip(*[(x, y, z) for x in vals for y in vals for z in vals]))
+    assert _same64(fma(a, b, c), [_ieee64(x, y, z) for x, y, z in zip(a.tolist(), b.tolist(), c.tolist())])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fma64_products_below_dekkers_range(seed) -> None:
+    """Products from 2^-1130 to 2^-930 -- where TwoProduct's error term underflows --
+    plus c cancelling the product, c tiny, c subnormal, c normal: the bits."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    a = rng.standard_normal(n) * 2.0 ** rng.integers(-600, -450, n)
+    b = rng.standard_normal(n) * 2.0 ** rng.integers(-560, -420, n)
+    kind = rng.integers(0, 4, n)
+    c = np.select(
+        [kind == 0, kind == 1, kind == 2],
+        [-(a * b), rng.standard_normal(n) * 2.0 ** rng.integers(-1074, -1000, n), rng.standard_normal(n) * 2.0**-960],
+        rng.standard_normal(n) * 2.0 ** rng.integers(-905, -895, n),
+    )
+    want = [_ieee64(x, y, z) for x, y, z in zip(a.tolist(), b.tolist(), c.tolist())]
+    assert _same64(fma(a, b, c), want)
+
+
+@settings(max_examples=400)
+@given(
+    a=st.floats(-(2.0**500), 2.0**500, allow_nan=False),
+    b=st.floats(-(2.0**500), 2.0**500, allow_nan=False),
+    c=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_fma64_bits_with_subnormals_and_zeros(a, b, c) -> None:
+    assert _same64(fma(np.array([a]), np.array([b]), np.array([c])), [_ieee64(a, b, c)])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fma_on_cancellation_heavy_arrays(dtype) -> None:
     rng = np.random.default_rng(0)
