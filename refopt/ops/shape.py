@@ -47,6 +47,14 @@ def _as_tensor(x: Any) -> Tensor:
     return x if isinstance(x, Tensor) else constant(x)
 
 
+def _unchanged(x: Tensor) -> bool:
+    """Whether an op that leaves ``x`` as it is may return ``x`` itself: a plain Tensor is
+    immutable, but a Variable must not come back -- the caller would hold the variable,
+    not a Tensor, and see it change when an optimizer updates it in place -- so a
+    Variable goes through the primitive (a Tensor recorded on the tape) like any input."""
+    return x.__class__ is Tensor
+
+
 def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:
     """Axis argument (NumPy style: None, int or sequence, negatives allowed) as sorted non-negative ints."""
     if axis is None:
@@ -77,7 +85,7 @@ def reshape(x: Any, shape: Sequence[int] | int) -> Tensor:
     x = _as_tensor(x)
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(int, shape))
     old = tuple(x.data.shape)
-    if shape == old:
+    if shape == old and _unchanged(x):
         return x
     size = math.prod(old)
     if -1 in shape:
@@ -126,7 +134,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     axes = tuple(int(a) % max(x.ndim, 1) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"refopt.transpose: axes {axes} is not a permutation of {x.ndim} axes")
-    if axes == tuple(range(x.ndim)):
+    if axes == tuple(range(x.ndim)) and _unchanged(x):
         return x
     return _transpose(x, axes=axes)
 
@@ -175,7 +183,7 @@ def concat(values: Sequence[Any], axis: int = 0) -> Tensor:
             raise ValueError(
                 f"refopt.concat: tensor {i} has shape {v.shape}, incompatible with shape {ref} along axis {axis}"
             )
-    if len(values) == 1:
+    if len(values) == 1 and _unchanged(values[0]):
         return values[0]
     return _concat(*values, axis=axis)
 
@@ -385,7 +393,7 @@ def cast(x: Any, dtype: Any) -> Tensor:
     between float dtypes (the gradient is cast back)."""
     x = _as_tensor(x)
     target = backend.resolve_dtype(dtype, _xp(x.data))
-    if x.dtype == target:
+    if x.dtype == target and _unchanged(x):
         return x
     return _cast(x, dtype=target)
 
@@ -400,7 +408,7 @@ def to_device(x: Any, target: str) -> Tensor:
         raise ValueError(f"refopt.to_device: unknown target {target!r}; valid: {', '.join(backend.BACKENDS)}")
     if not isinstance(x, Tensor):
         x = constant(x)
-    if x.backend == target:
+    if x.backend == target and _unchanged(x):
         return x
     return _to_device(x, target=target)
 
