@@ -276,8 +276,12 @@ def _op_error(name: str, exc: Exception, datas: Sequence[Any], kwargs: dict) -> 
 def staged_for(var: Variable, value: Any, what: str, error: type[Exception] = ValueError) -> Any:
     """``value`` (an array, Tensor or nested list) as an array ``var`` can take without
     complaint -- its shape, its exact dtype (a non-native byte order converted), its
-    backend -- never aliasing the caller's array; otherwise ``error`` naming ``what``.
-    What a load checks of every value before it changes anything."""
+    backend -- always a fresh array of its own, never sharing memory with what the caller
+    passed (``np.asarray`` of a memoryview, an ``array.array`` or a torch tensor is a
+    view of the caller's buffer: an optimizer writing its state in place would write into
+    the caller's object, and the caller's later writes would change the state); otherwise
+    ``error`` naming ``what``.  What a load checks of every value before it changes
+    anything."""
     arr = value.data if isinstance(value, Tensor) else value
     if not hasattr(arr, "__array_namespace__"):
         try:
@@ -291,13 +295,20 @@ def staged_for(var: Variable, value: Any, what: str, error: type[Exception] = Va
             f"{what}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
             f"{backend.dtype_name(var.dtype)}"
         )
+    fresh = False  # whether arr is already a new array (a conversion's copy)
     if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    arr = backend.move(arr, var.backend)
+        arr = arr.astype(arr.dtype.newbyteorder("="), order="C")
+        fresh = True
+    if backend.backend_name(arr) != var.backend:
+        arr = backend.move(arr, var.backend)
+        fresh = True
     if arr.dtype != var.dtype:  # what assign compares; never expected after the checks above
         raise error(f"{what}: dtype {arr.dtype!r} cannot be assigned to the variable's {var.dtype!r}")
-    if arr is value or (isinstance(value, Tensor) and arr is value.data):
-        arr = backend.namespace(arr).asarray(arr, copy=True)
+    if not fresh:
+        if isinstance(arr, np.ndarray):  # C order, so that an optimizer may update it in place
+            arr = np.array(arr, order="C", copy=True)
+        else:
+            arr = backend.namespace(arr).asarray(arr, copy=True)
     return arr
 
 
