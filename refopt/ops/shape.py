@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from refopt import backend
-from refopt.autodiff.tensor import Primitive, Tensor, constant
+from refopt.autodiff.tensor import Primitive, Tensor, constant, weak_constant
 
 __all__ = [
     "reshape",
@@ -45,6 +45,23 @@ def _xp(a: Any) -> Any:
 
 def _as_tensor(x: Any) -> Tensor:
     return x if isinstance(x, Tensor) else constant(x)
+
+
+def _weak_lists(op: str, *values: Any) -> list[Any]:
+    """``values`` with each list or tuple made a constant by :func:`weak_constant`, in the
+    dtype and on the device of the first tensor or array among them (Python numbers are
+    weak, alone or in a list); the other values as they are."""
+    if not any(v.__class__ is list or v.__class__ is tuple for v in values):
+        return list(values)
+    like = None
+    for v in values:
+        if isinstance(v, Tensor):
+            like = v
+            break
+        if hasattr(v, "__array_namespace__") or isinstance(v, np.generic):
+            like = Tensor(v)
+            break
+    return [weak_constant(v, like, op, i) if v.__class__ in (list, tuple) else v for i, v in enumerate(values)]
 
 
 def _unchanged(x: Tensor) -> bool:

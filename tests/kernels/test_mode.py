@@ -109,3 +109,13 @@ def test_kernel_selection_is_checked() -> None:
     env = {**os.environ, "REFOPT_THREADS": "two"}
     out = subprocess.run([sys.executable, "-c", "import refopt"], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "REFOPT_THREADS='two' must be a whole number >= 1" in out.stderr
+
+
+def test_the_kernel_dispatcher_names_a_call_without_an_array() -> None:
+    """An op converts Python values first; a direct call of a kernel with none used to
+    end in a bare StopIteration."""
+    msg = "refopt.kernels: expected a NumPy, CuPy or array-API array among the inputs, got str"
+    with pytest.raises(TypeError, match=msg):
+        kernels.exp("a")
+    with pytest.raises(TypeError, match="got float, float"):
+        kernels.maximum(1.0, 2.0)
