@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from refopt import backend
-from refopt.autodiff.tensor import Tensor, _is_float_dtype, constant
+from refopt.autodiff.tensor import Tensor, Variable, _is_float_dtype, constant
 
 __all__ = ["gradients", "StaleGraphError"]
 
@@ -145,6 +145,12 @@ def gradients(
                     f"refopt.gradients: grad_ys[{i}] has dtype {backend.dtype_name(gy.dtype)}, "
                     f"ys[{i}] has dtype {backend.dtype_name(y.dtype)}"
                 )
+            if isinstance(gy, Variable):
+                # A gradient may be the cotangent itself (d y/d y): never hand back the
+                # Variable, which an optimizer may change in place; a recorded Tensor.
+                from refopt.autodiff.functional import identity
+
+                gy = identity(gy)
             gys.append(gy)
 
     x_ids = {id(x) for x in xs_list}

@@ -13,8 +13,9 @@ version it saw, so differentiating a stale graph raises instead of silently usin
 new value.
 
 Dtype rules (checked here, once, for every primitive): differentiable inputs must be
-float32 or float64 and all share one dtype -- no silent promotion; Python scalars are
-weak (they take the tensor's dtype); arrays of two devices never meet in one op.
+float32 or float64 and all share one dtype -- no silent promotion; Python numbers are
+weak, alone or in a list or tuple (they take the tensor's dtype: :func:`weak_constant`);
+arrays of two devices never meet in one op.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from refopt import backend
 
-__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "make_node", "staged_for"]
+__all__ = ["Tensor", "Variable", "Primitive", "constant", "to_numpy", "make_node", "staged_for", "weak_constant"]
 
 _FLOAT_NAMES = frozenset(("float32", "float64"))
 
@@ -239,6 +240,64 @@ def _wrap_array(a: Any) -> Tensor:
     return t
 
 
+_PY_NUMBERS = (bool, int, float)
+
+
+def _first_non_number(value: list | tuple) -> tuple[bool, Any]:
+    """``(True, e)`` for the first element of a nested list or tuple that is not a Python
+    number -- compared by exact class: ``np.float64`` subclasses ``float`` but carries a
+    dtype -- else ``(False, None)``."""
+    stack = [value]
+    while stack:
+        for e in stack.pop():
+            c = e.__class__
+            if c is list or c is tuple:
+                stack.append(e)
+            elif c not in _PY_NUMBERS:
+                return True, e
+    return False, None
+
+
+def weak_constant(
+    value: list | tuple, like: Tensor | None, op: str, position: int, follow_dtype: bool = True
+) -> Tensor:
+    """A list or tuple of Python numbers met as input ``position`` of op ``op``, as a
+    constant.  Python numbers are weak, alone or in a list: the values take the dtype of
+    ``like`` (the op's tensor input) when it is float32 or float64 -- ``x32 * [2, 0.5]``
+    is float32, as ``x32 * 2`` is -- and are made on ``like``'s device.  With no float
+    tensor to follow (or ``follow_dtype=False``) they follow NumPy's inference, as
+    :func:`constant` does (a float is float64).  A list holding anything else (NumPy
+    scalars, arrays, tensors, strings) is refused: it has a dtype of its own, or none."""
+    bad, e = _first_non_number(value)
+    kind = type(value).__name__
+    if bad:
+        if isinstance(e, complex):
+            raise TypeError(
+                f"refopt.{op}: input {position} is a {kind} holding the complex {e!r}; refopt computes "
+                "in float32 and float64 (a complex value would silently promote the result to complex)"
+            )
+        raise TypeError(
+            f"refopt.{op}: input {position} is a {kind} holding a {type(e).__name__}; only a list or tuple "
+            "of Python numbers is taken as a value (in the dtype of the op's tensor input) -- build a tensor "
+            "explicitly: rf.stack for tensors, rf.constant(np.asarray(value), dtype=...) for arrays and "
+            "NumPy scalars"
+        )
+    dtype = None
+    if like is not None and follow_dtype and _is_float_dtype(like.dtype):
+        dtype = backend.dtype_name(like.dtype)
+    place = backend.backend_name(like.data) if like is not None else None
+    try:
+        data = backend.asarray(value, dtype=dtype, backend=place)
+    except (ValueError, OverflowError) as exc:  # a ragged list; an int beyond the dtype's range
+        raise type(exc)(
+            f"refopt.{op}: input {position} ({kind}) cannot be made an array{' of ' + dtype if dtype else ''}: {exc}"
+        ) from exc
+    t = Tensor.__new__(Tensor)
+    t.data = _normalize(data)
+    t._node = None
+    return t
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A host NumPy array from a Tensor, Variable, NumPy, CuPy or array-API array."""
     if isinstance(x, Tensor):
@@ -276,8 +335,12 @@ def _op_error(name: str, exc: Exception, datas: Sequence[Any], kwargs: dict) -> 
 def staged_for(var: Variable, value: Any, what: str, error: type[Exception] = ValueError) -> Any:
     """``value`` (an array, Tensor or nested list) as an array ``var`` can take without
     complaint -- its shape, its exact dtype (a non-native byte order converted), its
-    backend -- never aliasing the caller's array; otherwise ``error`` naming ``what``.
-    What a load checks of every value before it changes anything."""
+    backend -- always a fresh array of its own, never sharing memory with what the caller
+    passed (``np.asarray`` of a memoryview, an ``array.array`` or a torch tensor is a
+    view of the caller's buffer: an optimizer writing its state in place would write into
+    the caller's object, and the caller's later writes would change the state); otherwise
+    ``error`` naming ``what``.  What a load checks of every value before it changes
+    anything."""
     arr = value.data if isinstance(value, Tensor) else value
     if not hasattr(arr, "__array_namespace__"):
         try:
@@ -291,13 +354,20 @@ def staged_for(var: Variable, value: Any, what: str, error: type[Exception] = Va
             f"{what}: dtype {backend.dtype_name(arr.dtype)} does not match the variable's "
             f"{backend.dtype_name(var.dtype)}"
         )
+    fresh = False  # whether arr is already a new array (a conversion's copy)
     if isinstance(arr, np.ndarray) and not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    arr = backend.move(arr, var.backend)
+        arr = arr.astype(arr.dtype.newbyteorder("="), order="C")
+        fresh = True
+    if backend.backend_name(arr) != var.backend:
+        arr = backend.move(arr, var.backend)
+        fresh = True
     if arr.dtype != var.dtype:  # what assign compares; never expected after the checks above
         raise error(f"{what}: dtype {arr.dtype!r} cannot be assigned to the variable's {var.dtype!r}")
-    if arr is value or (isinstance(value, Tensor) and arr is value.data):
-        arr = backend.namespace(arr).asarray(arr, copy=True)
+    if not fresh:
+        if isinstance(arr, np.ndarray):  # C order, so that an optimizer may update it in place
+            arr = np.array(arr, order="C", copy=True)
+        else:
+            arr = backend.namespace(arr).asarray(arr, copy=True)
     return arr
 
 
@@ -356,6 +426,7 @@ class Primitive:
         converted = False
         record = False
         vers = None
+        python_values = False
         for i, a in enumerate(args):
             ac = a.__class__
             if ac is Tensor:
@@ -376,6 +447,8 @@ class Primitive:
                 a = args[i] = _wrap_array(a)
                 d = a.data
             else:
+                if ac is list or ac is tuple:
+                    python_values = True
                 datas.append(a)
                 continue
             datas.append(d)
@@ -395,6 +468,8 @@ class Primitive:
                     self._dtype_error(args)
             elif dt is not dtype and dt != dtype:
                 self._dtype_error(args)
+        if python_values or cls is None:  # lists or tuples; or no array input at all
+            return self._with_python_values(args, kwargs)
         try:
             out = self.fwd(*datas, **kwargs)
         except Exception as exc:
@@ -409,6 +484,26 @@ class Primitive:
         else:
             t._node = None
         return t
+
+    def _with_python_values(self, args: Sequence[Any], kwargs: dict) -> Tensor:
+        """The call with its list and tuple inputs made constants by :func:`weak_constant`
+        (following the op's first differentiable tensor input).  With no tensor input at
+        all, a Python number becomes a constant as :func:`constant` makes it (``rf.exp(1.0)``
+        is float64), and anything else is refused, naming the op and the type."""
+        tensors = [(i, a) for i, a in enumerate(args) if isinstance(a, Tensor)]
+        like = next((a for i, a in tensors if i not in self.nondiff), tensors[0][1] if tensors else None)
+        new = list(args)
+        for i, a in enumerate(args):
+            c = a.__class__
+            if c is list or c is tuple:
+                new[i] = weak_constant(a, like, self.name, i, follow_dtype=i not in self.nondiff)
+            elif like is None and c in _PY_NUMBERS:
+                new[i] = constant(a)
+            elif like is None:
+                raise TypeError(
+                    f"refopt.{self.name}: input {i} is a {c.__name__}; expected a Tensor, an array or Python numbers"
+                )
+        return self(*new, **kwargs)
 
     def _complex_error(self, value: complex) -> None:
         raise TypeError(

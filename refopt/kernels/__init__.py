@@ -59,7 +59,10 @@ __all__ = [
 
 def _run(kernel: Callable[..., Any], *arrays: Any, **kwargs: Any) -> Any:
     """``kernel(lib, *arrays)`` with lib = numpy or cupy; strict arrays go through NumPy."""
-    ref = next(a for a in arrays if hasattr(a, "__array_namespace__") or isinstance(a, np.generic))
+    ref = next((a for a in arrays if hasattr(a, "__array_namespace__") or isinstance(a, np.generic)), None)
+    if ref is None:  # the ops convert Python values first; a direct call may not have
+        got = ", ".join(type(a).__name__ for a in arrays)
+        raise TypeError(f"refopt.kernels: expected a NumPy, CuPy or array-API array among the inputs, got {got}")
     name = backend.backend_name(ref)
     if name == "numpy":
         return kernel(np, *arrays, **kwargs)

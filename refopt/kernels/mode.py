@@ -15,6 +15,7 @@ environment variable ``REFOPT_MODE``.
 from __future__ import annotations
 
 import contextvars
+import numbers
 import os
 
 __all__ = [
@@ -53,25 +54,39 @@ def reproducible() -> bool:
     return _mode.get() == "reproducible"
 
 
+def _mode_name(name: object) -> str:
+    """A mode's name, case and surrounding spaces ignored (as ``REFOPT_MODE`` reads it)."""
+    canon = name.strip().lower() if isinstance(name, str) else None
+    if canon not in MODES:
+        raise ValueError(f"unknown numerics mode {name!r}; valid modes are {', '.join(MODES)}")
+    return canon
+
+
 class use_mode:
     """Set the numerics mode: a plain call sets it for this thread or task, a ``with``
-    block restores the previous mode on exit.
+    block restores the previous mode on exit.  The name is case-insensitive.
 
     >>> rf.use_mode("fast")                    # from now on, in this thread
     >>> with rf.use_mode("reproducible"): ...  # only inside the block
+
+    The object may be kept and entered again (``m = rf.use_mode("fast")``, then ``with
+    m:`` as often as wanted, nested too): each later entry sets the mode anew and its
+    exit restores the mode found at that entry.
     """
 
     def __init__(self, name: str) -> None:
-        if name not in MODES:
-            raise ValueError(f"unknown numerics mode {name!r}; valid modes are {', '.join(MODES)}")
-        self.name = name
-        self._token = _mode.set(name)
+        self.name = _mode_name(name)
+        self._tokens = [_mode.set(self.name)]  # the construction's setting, undone by the first exit
+        self._entered = False
 
     def __enter__(self) -> use_mode:
+        if self._entered:  # a later entry: set the mode again
+            self._tokens.append(_mode.set(self.name))
+        self._entered = True
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _mode.reset(self._token)
+        _mode.reset(self._tokens.pop())
 
 
 # -- which implementation runs the compiled kernels ---------------------------------------------
@@ -117,20 +132,22 @@ _threads: contextvars.ContextVar[int] = contextvars.ContextVar("refopt_threads",
 def set_kernels(name: str, threads: int | None = None) -> None:
     """Choose how the elementwise kernels (optimizer updates, transcendental functions) run
     on NumPy arrays, for this thread or task: ``"numba"`` (compiled; the default) or
-    ``"numpy"`` (the reference: one NumPy call per formula operation).  Both give the same
-    bits.  Without numba installed, ``"numba"`` runs the NumPy path.
+    ``"numpy"`` (the reference: one NumPy call per formula operation); case-insensitive.
+    Both give the same bits.  Without numba installed, ``"numba"`` runs the NumPy path.
 
     ``threads``: how many threads a compiled kernel may use on large arrays (default 1,
     or ``REFOPT_THREADS``): one, so that a kernel never competes with the BLAS threads of
     the matrix products around it; more splits a call of 2^19 elements and up into runs
     of at least 2^18 (:mod:`refopt.kernels.threads`).  The bits do not depend on it."""
-    if name not in KERNELS:
+    canon = name.strip().lower() if isinstance(name, str) else None
+    if canon not in KERNELS:
         raise ValueError(f"unknown kernels {name!r}; valid ones are {', '.join(KERNELS)}")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+    # Python and NumPy integers (numbers.Integral); bool is one but says nothing of a count
+    if threads is not None and (not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
-    _kernels.set(name)
+    _kernels.set(canon)
     if threads is not None:
-        _threads.set(threads)
+        _threads.set(int(threads))
 
 
 def current_threads() -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from refopt import backend, kernels
 from refopt.autodiff.tensor import Primitive, Tensor, constant
 from refopt.ops.reduction import unbroadcast
-from refopt.ops.shape import _as_tensor
+from refopt.ops.shape import _as_tensor, _weak_lists
 
 __all__ = [
     "add",
@@ -281,6 +281,7 @@ def clip(x: Any, min: float | None = None, max: float | None = None) -> Tensor:
 # -- comparisons (not differentiable) -------------------------------------------------------
 def _compare(fn_name: str, op: Any):
     def compare(x: Any, y: Any) -> Tensor:
+        x, y = _weak_lists(fn_name, x, y)
         a, b = _data(x), _data(y)
         if hasattr(a, "__array_namespace__") and hasattr(b, "__array_namespace__"):
             if backend.backend_name(a) != backend.backend_name(b):

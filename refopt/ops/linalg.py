@@ -7,7 +7,7 @@ from typing import Any
 from refopt import kernels
 from refopt.autodiff.tensor import Primitive, Tensor
 from refopt.ops.reduction import unbroadcast
-from refopt.ops.shape import _as_tensor, expand_dims, squeeze, swapaxes
+from refopt.ops.shape import _as_tensor, _weak_lists, expand_dims, squeeze, swapaxes
 
 __all__ = ["matmul"]
 
@@ -38,8 +38,9 @@ _matmul.defvjp(_matmul_vjp_a, _matmul_vjp_b)
 
 def matmul(a: Any, b: Any) -> Tensor:
     """Matrix product ``a @ b`` with NumPy's rules: the last axis of ``a`` meets the
-    second-to-last of ``b`` (the only axis of a 1-D ``b``); leading axes broadcast."""
-    a, b = _as_tensor(a), _as_tensor(b)
+    second-to-last of ``b`` (the only axis of a 1-D ``b``); leading axes broadcast.  A list
+    of Python numbers takes the other operand's dtype (as a Python scalar would)."""
+    a, b = (_as_tensor(v) for v in _weak_lists("matmul", a, b))
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"refopt.matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
     ka = a.shape[-1]
@@ -48,4 +49,11 @@ def matmul(a: Any, b: Any) -> Tensor:
         raise ValueError(
             f"refopt.matmul: shapes {a.shape} and {b.shape} are not aligned (inner dimensions {ka} != {kb})"
         )
+    batch_a, batch_b = a.shape[:-2], b.shape[:-2]
+    for sa, sb in zip(reversed(batch_a), reversed(batch_b)):
+        if sa != sb and sa != 1 and sb != 1:
+            raise ValueError(
+                f"refopt.matmul: shapes {a.shape} and {b.shape} have batch dimensions {batch_a} and {batch_b}, "
+                "which do not broadcast"
+            )
     return _matmul(a, b)

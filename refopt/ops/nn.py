@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from refopt import backend
-from refopt.autodiff.functional import stop_gradient
+from refopt.autodiff.functional import identity, stop_gradient
 from refopt.autodiff.tensor import Tensor, constant
 from refopt.ops.elementwise import exp, log, where
 from refopt.ops.linalg import matmul
 from refopt.ops.reduction import max as reduce_max
 from refopt.ops.reduction import sum as reduce_sum
-from refopt.ops.shape import _as_tensor, concat, getitem, normalize_axes, pad, reshape, stack, transpose
+from refopt.ops.shape import _as_tensor, _unchanged, concat, getitem, normalize_axes, pad, reshape, stack, transpose
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "conv2d", "max_pool2d", "avg_pool2d", "dropout"]
 
@@ -223,7 +223,7 @@ def dropout(x: Any, rate: float, seed: int | np.random.Generator) -> Tensor:
     if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
         raise ValueError(f"refopt.dropout: rate must be in [0, 1), got {rate!r}")
     if rate == 0:
-        return x
+        return x if _unchanged(x) else identity(x)  # a Variable comes back as a Tensor
     keep = backend.host_rng(seed).random(x.shape) >= rate
     mask = constant(backend.asarray(keep, backend=x.backend))
     return where(mask, x * (1.0 / (1.0 - rate)), 0.0)

@@ -13,7 +13,7 @@ from typing import Any
 
 from refopt import backend, kernels
 from refopt.autodiff.tensor import Primitive, Tensor, constant
-from refopt.ops.shape import _as_tensor, normalize_axes, reshape
+from refopt.ops.shape import _as_tensor, _unchanged, normalize_axes, reshape
 
 __all__ = ["sum", "mean", "max", "min", "var", "argmax", "argmin", "broadcast_to", "unbroadcast"]
 
@@ -35,7 +35,7 @@ def broadcast_to(x: Any, shape: Sequence[int]) -> Tensor:
     """``x`` broadcast to ``shape`` (NumPy rules)."""
     x = _as_tensor(x)
     shape = tuple(int(s) for s in shape)
-    if x.shape == shape:
+    if x.shape == shape and _unchanged(x):
         return x
     nlead = len(shape) - x.ndim
     if nlead < 0 or any(s != t and s != 1 for s, t in zip(x.shape, shape[nlead:])):
@@ -49,7 +49,7 @@ def unbroadcast(g: Tensor, shape: tuple) -> Tensor:
     The adjoint of broadcasting ``shape`` up to ``g.shape``: leading axes are summed away,
     axes where ``shape`` has 1 and ``g`` has more are summed with keepdims.
     """
-    if g.shape == shape:
+    if g.shape == shape and _unchanged(g):
         return g
     nlead = g.ndim - len(shape)
     axes = tuple(range(nlead)) + tuple(nlead + i for i, s in enumerate(shape) if s == 1 and g.shape[nlead + i] != 1)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from refopt import backend
-from refopt.autodiff.tensor import Primitive, Tensor, constant
+from refopt.autodiff.tensor import Primitive, Tensor, constant, weak_constant
 
 __all__ = [
     "reshape",
@@ -45,6 +45,31 @@ def _xp(a: Any) -> Any:
 
 def _as_tensor(x: Any) -> Tensor:
     return x if isinstance(x, Tensor) else constant(x)
+
+
+def _weak_lists(op: str, *values: Any) -> list[Any]:
+    """``values`` with each list or tuple made a constant by :func:`weak_constant`, in the
+    dtype and on the device of the first tensor or array among them (Python numbers are
+    weak, alone or in a list); the other values as they are."""
+    if not any(v.__class__ is list or v.__class__ is tuple for v in values):
+        return list(values)
+    like = None
+    for v in values:
+        if isinstance(v, Tensor):
+            like = v
+            break
+        if hasattr(v, "__array_namespace__") or isinstance(v, np.generic):
+            like = Tensor(v)
+            break
+    return [weak_constant(v, like, op, i) if v.__class__ in (list, tuple) else v for i, v in enumerate(values)]
+
+
+def _unchanged(x: Tensor) -> bool:
+    """Whether an op that leaves ``x`` as it is may return ``x`` itself: a plain Tensor is
+    immutable, but a Variable must not come back -- the caller would hold the variable,
+    not a Tensor, and see it change when an optimizer updates it in place -- so a
+    Variable goes through the primitive (a Tensor recorded on the tape) like any input."""
+    return x.__class__ is Tensor
 
 
 def normalize_axes(axis: int | Sequence[int] | None, ndim: int, op: str) -> tuple[int, ...]:
@@ -77,7 +102,7 @@ def reshape(x: Any, shape: Sequence[int] | int) -> Tensor:
     x = _as_tensor(x)
     shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(map(int, shape))
     old = tuple(x.data.shape)
-    if shape == old:
+    if shape == old and _unchanged(x):
         return x
     size = math.prod(old)
     if -1 in shape:
@@ -126,7 +151,7 @@ def transpose(x: Any, axes: Sequence[int] | None = None) -> Tensor:
     axes = tuple(int(a) % max(x.ndim, 1) for a in axes)
     if sorted(axes) != list(range(x.ndim)):
         raise ValueError(f"refopt.transpose: axes {axes} is not a permutation of {x.ndim} axes")
-    if axes == tuple(range(x.ndim)):
+    if axes == tuple(range(x.ndim)) and _unchanged(x):
         return x
     return _transpose(x, axes=axes)
 
@@ -175,7 +200,7 @@ def concat(values: Sequence[Any], axis: int = 0) -> Tensor:
             raise ValueError(
                 f"refopt.concat: tensor {i} has shape {v.shape}, incompatible with shape {ref} along axis {axis}"
             )
-    if len(values) == 1:
+    if len(values) == 1 and _unchanged(values[0]):
         return values[0]
     return _concat(*values, axis=axis)
 
@@ -385,7 +410,7 @@ def cast(x: Any, dtype: Any) -> Tensor:
     between float dtypes (the gradient is cast back)."""
     x = _as_tensor(x)
     target = backend.resolve_dtype(dtype, _xp(x.data))
-    if x.dtype == target:
+    if x.dtype == target and _unchanged(x):
         return x
     return _cast(x, dtype=target)
 
@@ -400,7 +425,7 @@ def to_device(x: Any, target: str) -> Tensor:
         raise ValueError(f"refopt.to_device: unknown target {target!r}; valid: {', '.join(backend.BACKENDS)}")
     if not isinstance(x, Tensor):
         x = constant(x)
-    if x.backend == target:
+    if x.backend == target and _unchanged(x):
         return x
     return _to_device(x, target=target)
 

@@ -121,3 +121,20 @@ def test_deep_chains_do_not_hit_the_recursion_limit() -> None:
         y = y * 1.0001
     (g,) = rf.gradients(y, [x])
     np.testing.assert_allclose(g.item(), 1.0001**5000, rtol=1e-12)
+
+
+def test_a_variable_given_as_grad_ys_comes_back_as_a_tensor() -> None:
+    """d y/d y is the cotangent itself: given a Variable, the gradient is a recorded
+    Tensor holding its value, not the Variable (which an optimizer may change in place),
+    and it still differentiates with respect to the Variable (a JVP by double VJP)."""
+    u = rf.Variable(np.array([1.0, -2.0, 0.5]), name="u")
+    x = rf.constant(np.array([3.0, 4.0, 5.0]))
+    y = x + 0.0
+    gy, gx = rf.gradients(y, [y, x], grad_ys=[u])
+    for g in (gy, gx):
+        assert type(g) is rf.Tensor
+        np.testing.assert_array_equal(g.numpy(), [1.0, -2.0, 0.5])
+    w = rf.Variable(np.array([1.0, 2.0, 3.0]), name="w")
+    (gw,) = rf.gradients(w * w, [w], grad_ys=[u])  # 2 w u
+    (gu,) = rf.gradients(rf.sum(gw), [u])  # d/du sum(2 w u) = 2 w
+    np.testing.assert_array_equal(gu.numpy(), [2.0, 4.0, 6.0])

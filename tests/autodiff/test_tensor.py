@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import array
+
 import numpy as np
 import pytest
 
 import refopt as rf
+from refopt.autodiff.tensor import staged_for
 
 
 def test_constant_follows_numpy_inference_and_copies() -> None:
@@ -129,3 +132,89 @@ def test_item_len_iter_repr() -> None:
     with pytest.raises(ValueError, match="item\\(\\) needs a tensor of one element"):
         x.item()
     assert "shape=(1, 2) dtype=float64 device=cpu" in repr(x)
+
+
+def _torch_source(values: np.ndarray):
+    torch = pytest.importorskip("torch")
+    return torch.tensor(values)
+
+
+def _assign_first(src, value: float) -> None:
+    src[0] = value
+
+
+# Each way a caller may hand a value to a load, and how the caller later writes into it.
+_SOURCES = {
+    "ndarray": (lambda a: a.copy(), _assign_first),
+    "strided ndarray view": (lambda a: np.repeat(a, 2)[::2], _assign_first),
+    "big-endian ndarray": (lambda a: a.astype(">f8"), _assign_first),
+    "memoryview": (lambda a: memoryview(a.copy()), _assign_first),
+    "array.array": (lambda a: array.array("d", a.tolist()), _assign_first),
+    "torch tensor": (_torch_source, _assign_first),
+    "Tensor": (lambda a: rf.constant(a), lambda t, value: _assign_first(t.data, value)),
+    "list": (lambda a: a.tolist(), _assign_first),
+}
+
+
+def _as_host(src) -> np.ndarray:
+    """A copy of what the caller's object holds now."""
+    if isinstance(src, rf.Tensor):
+        return src.numpy()
+    if hasattr(src, "detach"):  # a torch tensor
+        return src.detach().numpy().copy()
+    return np.array(src, dtype=np.float64)
+
+
+@pytest.mark.parametrize("kind", list(_SOURCES))
+def test_staged_for_always_makes_a_fresh_array_of_its_own(kind: str) -> None:
+    make, _ = _SOURCES[kind]
+    var = rf.Variable(np.zeros(4), name="w")
+    src = make(np.array([1.0, 2.0, 3.0, 4.0]))
+    arr = staged_for(var, src, "w")
+    assert type(arr) is np.ndarray and arr.dtype == np.float64 and arr.dtype.isnative
+    assert arr.flags.c_contiguous and arr.flags.writeable and arr.flags.owndata
+    buffer = src.data if isinstance(src, rf.Tensor) else src
+    assert not np.shares_memory(arr, np.asarray(buffer))
+    np.testing.assert_array_equal(arr, [1.0, 2.0, 3.0, 4.0])
+
+
+@pytest.mark.parametrize("kind", list(_SOURCES))
+def test_a_loaded_optimizer_slot_shares_nothing_with_the_callers_object(kind: str) -> None:
+    """Optimizer.load_state_dict stages every slot with staged_for: the caller's later
+    writes do not reach the slot, and the optimizer's in-place update does not reach the
+    caller's object."""
+    make, mutate = _SOURCES[kind]
+    w = rf.Variable(np.array([0.5, -1.0, 2.0, 0.25]), name="w")
+    opt = rf.optim.Adam([w], learning_rate=0.1)
+    g = np.array([0.1, -0.2, 0.3, -0.4])
+    opt.apply_gradients([(g, w)])
+    state = opt.state_dict()
+    m = np.array([1.0, 2.0, 3.0, 4.0])
+    src = make(m)
+    state["variables"]["w"]["slots"]["m"] = src
+    opt.load_state_dict(state)
+    mutate(src, 99.0)
+    np.testing.assert_array_equal(opt.get_slot(w, "m").numpy(), m)  # the slot kept the loaded value
+    seen = _as_host(src)
+    opt.apply_gradients([(g, w)])  # writes the slots in place (nothing else holds them)
+    np.testing.assert_array_equal(opt.get_slot(w, "m").numpy(), 0.9 * m + 0.1 * g)
+    np.testing.assert_array_equal(_as_host(src), seen)  # the caller's object is untouched
+
+
+@pytest.mark.parametrize("kind", list(_SOURCES))
+def test_a_module_loaded_from_the_callers_object_shares_nothing_with_it(kind: str) -> None:
+    """Module.load_state_dict stages every value with staged_for, then assigns it."""
+    make, mutate = _SOURCES[kind]
+    model = rf.nn.Module()
+    model.w = rf.Variable(np.zeros(4), name="w")
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    src = make(values)
+    model.load_state_dict({"w": src})
+    mutate(src, 99.0)
+    np.testing.assert_array_equal(model.w.numpy(), values)  # the variable kept the loaded value
+    seen = _as_host(src)
+    opt = rf.optim.SGD([model.w], learning_rate=0.5)
+    for _ in range(3):  # the later steps write the variable in place
+        opt.apply_gradients([(np.ones(4), model.w)])
+    np.testing.assert_array_equal(model.w.numpy(), values - 1.5)
+    np.testing.assert_array_equal(_as_host(src), seen)  # the caller's object is untouched

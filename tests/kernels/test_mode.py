@@ -109,3 +109,61 @@ def test_kernel_selection_is_checked() -> None:
     env = {**os.environ, "REFOPT_THREADS": "two"}
     out = subprocess.run([sys.executable, "-c", "import refopt"], env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "REFOPT_THREADS='two' must be a whole number >= 1" in out.stderr
+
+
+def test_a_kept_use_mode_object_can_be_entered_again_and_nested() -> None:
+    m = rf.use_mode("fast")  # a plain call: fast from here ...
+    assert rf.current_mode() == "fast"
+    with m:
+        assert rf.current_mode() == "fast"
+    assert rf.current_mode() == "reproducible"  # ... until the first exit restores the mode found
+    for _ in range(2):  # each later entry sets the mode anew and its exit restores
+        with m:
+            assert rf.current_mode() == "fast"
+            with rf.use_mode("reproducible"):
+                assert rf.current_mode() == "reproducible"
+                with m:  # nested inside itself
+                    assert rf.current_mode() == "fast"
+                assert rf.current_mode() == "reproducible"
+            assert rf.current_mode() == "fast"
+        assert rf.current_mode() == "reproducible"
+
+
+def test_mode_and_kernel_names_are_case_insensitive() -> None:
+    with rf.use_mode("Fast") as m:
+        assert rf.current_mode() == "fast" and m.name == "fast"
+        with rf.use_mode(" REPRODUCIBLE "):
+            assert rf.current_mode() == "reproducible"
+    assert rf.current_mode() == "reproducible"
+    for bad in ("repro", None, 1):
+        with pytest.raises(ValueError, match=f"unknown numerics mode {bad!r}; valid modes are reproducible, fast"):
+            rf.use_mode(bad)
+    assert rf.current_mode() == "reproducible"
+    try:
+        rf.set_kernels("NumPy")
+        assert rf.current_kernels() == "numpy"
+    finally:
+        rf.set_kernels("numba")
+
+
+def test_set_kernels_takes_numpy_integers_for_threads_but_not_bools() -> None:
+    try:
+        for n in (np.int64(2), np.int32(3), np.uint8(1), 2):
+            rf.set_kernels("numba", threads=n)
+            assert kernels.mode.current_threads() == int(n) and type(kernels.mode.current_threads()) is int
+        for bad in (True, np.bool_(True), 2.0, "2", np.int64(0), -1):
+            with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
+                rf.set_kernels("numpy", threads=bad)
+            assert rf.current_kernels() == "numba" and kernels.mode.current_threads() == 2  # nothing half-changed
+    finally:
+        rf.set_kernels("numba", threads=1)
+
+
+def test_the_kernel_dispatcher_names_a_call_without_an_array() -> None:
+    """An op converts Python values first; a direct call of a kernel with none used to
+    end in a bare StopIteration."""
+    msg = "refopt.kernels: expected a NumPy, CuPy or array-API array among the inputs, got str"
+    with pytest.raises(TypeError, match=msg):
+        kernels.exp("a")
+    with pytest.raises(TypeError, match="got float, float"):
+        kernels.maximum(1.0, 2.0)

@@ -106,3 +106,38 @@ def run_case(
 def _cotangent(ag_fn: Callable[..., Any], inputs: list[np.ndarray], seed: int) -> np.ndarray:
     shape = np.shape(ag_fn(*inputs))
     return np.random.default_rng(seed + 1).standard_normal(shape)
+
+
+def check_no_op_on_a_variable(op: Callable[[Any], Any], shape: tuple) -> None:
+    """An op that leaves its input as it is, applied to a Variable, gives a Tensor -- not
+    the Variable -- holding the value at call time, which an optimizer's in-place update
+    of the variable leaves alone, and through which the gradient flows (the identity's:
+    the cotangent itself).  The optimizer is an SGD that has stepped twice: its updates
+    write the variable's array in place whenever nothing else holds it
+    (tests/ops/test_shape.py checks that precondition)."""
+    import refopt as rf
+
+    v, opt, g = stepped_sgd(shape)
+    before = v.numpy()
+    y = op(v)
+    assert type(y) is rf.Tensor, type(y)
+    np.testing.assert_array_equal(y.numpy(), before)
+    c = np.random.default_rng(7).standard_normal(shape)
+    (gv,) = rf.gradients(rf.sum(y * rf.constant(c)), [v])
+    np.testing.assert_array_equal(gv.numpy(), c)  # d/dv sum(v * c) = c, exactly
+    opt.apply_gradients([(g, v)])
+    assert not np.array_equal(v.numpy(), before)  # the variable moved ...
+    np.testing.assert_array_equal(y.numpy(), before)  # ... and the result kept its value
+
+
+def stepped_sgd(shape: tuple) -> tuple[Any, Any, np.ndarray]:
+    """A float64 variable of ``shape``, an SGD (momentum) over it stepped twice, and the
+    gradient it steps with."""
+    import refopt as rf
+
+    v = rf.Variable(np.linspace(-1.0, 1.0, int(np.prod(shape))).reshape(shape), name="w")
+    opt = rf.optim.SGD([v], learning_rate=0.1, momentum=0.9)
+    g = np.full(shape, 0.25)
+    opt.apply_gradients([(g, v)])
+    opt.apply_gradients([(g, v)])
+    return v, opt, g

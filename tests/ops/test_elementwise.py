@@ -163,3 +163,119 @@ def test_comparisons_are_boolean_and_not_differentiable() -> None:
     assert m.dtype == np.bool_ and m._node is None
     np.testing.assert_array_equal((~m).numpy(), [True, False, False])
     np.testing.assert_array_equal(((x >= 2.0) & (x < 3.0)).numpy(), [False, True, False])
+
+
+# -- lists and tuples of Python numbers are weak, like Python scalars ------------------------
+_X = np.array([1.5, -2.0, 0.1, 4.0], np.float32)  # 0.1 rounded to float32
+_L = [0.5, 4, 0.1, -1.0]  # Python numbers: 0.1 as float32 is _X[2]; as float64 it is not
+_L32 = np.array(_L, np.float32)  # the rule: the list in the tensor's dtype
+
+_ARITHMETIC = {
+    "add": (rf.add, np.add),
+    "subtract": (rf.subtract, np.subtract),
+    "multiply": (rf.multiply, np.multiply),
+    "divide": (rf.divide, np.divide),
+    "maximum": (rf.maximum, np.maximum),
+    "minimum": (rf.minimum, np.minimum),
+    "equal": (rf.equal, np.equal),
+    "not_equal": (rf.not_equal, np.not_equal),
+    "less": (rf.less, np.less),
+    "less_equal": (rf.less_equal, np.less_equal),
+    "greater": (rf.greater, np.greater),
+    "greater_equal": (rf.greater_equal, np.greater_equal),
+}
+
+
+@pytest.mark.parametrize("name", list(_ARITHMETIC))
+@pytest.mark.parametrize("container", [list, tuple])
+def test_a_list_of_python_numbers_takes_the_tensors_dtype_in_both_directions(name: str, container) -> None:
+    rf_op, np_op = _ARITHMETIC[name]
+    x = rf.constant(_X)
+    values = container(_L)
+    for got, want in ((rf_op(x, values), np_op(_X, _L32)), (rf_op(values, x), np_op(_L32, _X))):
+        assert got.dtype == want.dtype  # float32 (or bool), never float64
+        np.testing.assert_array_equal(got.numpy(), want)
+    if name == "equal":
+        assert (x == values).numpy()[2]  # 0.1 met as float32, as x32 == 0.1 is
+        assert not np.equal(_X, np.array(_L))[2]  # (NumPy's promotion of the list would say no)
+
+
+def test_operators_with_lists_take_the_tensors_dtype_both_ways() -> None:
+    x = rf.constant(_X)
+    pairs = [
+        (x + _L, _X + _L32),
+        (_L + x, _L32 + _X),
+        (x - _L, _X - _L32),
+        (_L - x, _L32 - _X),
+        (x * _L, _X * _L32),
+        (_L * x, _L32 * _X),
+        (x / _L, _X / _L32),
+        (_L / x, _L32 / _X),
+        (x < _L, _X < _L32),
+        (_L < x, _L32 < _X),
+        (x == _L, _X == _L32),
+    ]
+    for got, want in pairs:
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got.numpy(), want)
+    (g,) = rf.gradients(rf.sum(x * _L), [x])  # d/dx sum(x * c) = c, in x's dtype
+    assert g.dtype == np.float32
+    np.testing.assert_array_equal(g.numpy(), _L32)
+
+
+def test_power_with_a_list_either_side() -> None:
+    base = rf.constant(np.array([1.5, 2.0, 0.25, 4.0], np.float32))
+    for y in (rf.power(base, [2, 3, 0.5, -1]), base ** (2, 3, 0.5, -1)):
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y.numpy(), [2.25, 8.0, 0.5, 0.25])  # exact powers
+    expo = rf.constant(np.array([2.0, 0.5, 0.25, -1.0], np.float32))
+    for y in (rf.power([2.0, 4.0, 16.0, 0.5], expo), [2.0, 4.0, 16.0, 0.5] ** expo):
+        assert y.dtype == np.float32
+        np.testing.assert_array_equal(y.numpy(), [4.0, 2.0, 2.0, 2.0])
+    (g,) = rf.gradients(rf.sum(rf.power(base, [2, 3, 0.5, -1])), [base])  # y x^(y-1)
+    np.testing.assert_allclose(g.numpy(), [3.0, 12.0, 1.0, -1 / 16], rtol=1e-6)
+
+
+def test_where_with_list_branches() -> None:
+    x = rf.constant(_X)
+    mask = np.array([True, False, True, False])
+    pairs = ((rf.where(mask, x, _L), np.where(mask, _X, _L32)), (rf.where(mask, _L, x), np.where(mask, _L32, _X)))
+    for got, want in pairs:
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.numpy(), want)
+    (g,) = rf.gradients(rf.sum(rf.where(mask, x, _L)), [x])
+    np.testing.assert_array_equal(g.numpy(), mask.astype(np.float32))
+
+
+def test_a_list_holding_anything_but_python_numbers_is_refused_naming_the_op() -> None:
+    x = rf.constant(_X)
+    with pytest.raises(TypeError, match=r"refopt.multiply: input 1 is a list holding a float64; only a list"):
+        x * ([np.float64(1.0)] * 4)  # a NumPy scalar has a dtype of its own
+    with pytest.raises(TypeError, match=r"refopt.add: input 0 is a list holding a Tensor.*rf.stack"):
+        [x, x] + x
+    with pytest.raises(TypeError, match=r"refopt.maximum: input 1 is a tuple holding a str"):
+        rf.maximum(x, ("a",) * 4)
+    with pytest.raises(TypeError, match=r"refopt.power: input 1 is a list holding the complex 1j"):
+        rf.power(x, [1j, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"refopt.subtract: input 1 \(list\) cannot be made an array of float32"):
+        x - [[1.0], [2.0, 3.0]]
+    with pytest.raises(TypeError, match=r"refopt.less: input 1 is a list holding a NoneType"):
+        rf.less(x, [None] * 4)
+
+
+def test_python_values_with_no_tensor_follow_numpy_inference() -> None:
+    """With no tensor to follow, Python numbers become constants as rf.constant makes
+    them (float -> float64); anything else is refused naming the op and the type."""
+    y = rf.add([1.0, 2.0], [3.0, 4.0])  # an array sum, never list concatenation
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y.numpy(), [4.0, 6.0])
+    assert rf.exp(0.0).dtype == np.float64 and rf.exp(0.0).item() == 1.0
+    np.testing.assert_array_equal(rf.sqrt([4.0, 9.0]).numpy(), [2.0, 3.0])
+    np.testing.assert_array_equal(rf.less([1.0, 3.0], [2.0, 2.0]).numpy(), [True, False])
+    assert rf.multiply(2.0, 3.0).item() == 6.0 and isinstance(rf.multiply(2.0, 3.0).data, np.ndarray)
+    with pytest.raises(TypeError, match="refopt.exp: input 0 is a str; expected a Tensor, an array or Python numbers"):
+        rf.exp("a")
+    with pytest.raises(TypeError, match="refopt.tanh: input 0 is a NoneType"):
+        rf.tanh(None)
+    with pytest.raises(TypeError, match="refopt.exp: expected float32 or float64 input, got int64"):
+        rf.exp(1)  # an int is int64, as rf.constant(1) is

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refopt as rf
-from tests.ops.cases import distinct, run_case
+from tests.ops.cases import check_no_op_on_a_variable, distinct, run_case
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -193,3 +193,9 @@ def test_conv2d_errors_name_shapes() -> None:
         rf.conv2d(x, rf.constant(np.zeros((3, 3, 3, 1))), data_format="NWHC")
     with pytest.raises(ValueError, match=r"window \(5, 5\) is larger than the \(padded\) input 4x4"):
         rf.conv2d(x, rf.constant(np.zeros((5, 5, 3, 1))))
+
+
+def test_dropout_at_rate_zero_on_a_variable_gives_a_tensor_the_optimizer_leaves_alone() -> None:
+    check_no_op_on_a_variable(lambda v: rf.dropout(v, 0.0, seed=0), (2, 3))
+    t = rf.constant(np.ones(3))
+    assert rf.dropout(t, 0.0, seed=0) is t  # a plain Tensor is immutable: returned as it is

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refopt as rf
-from tests.ops.cases import distinct, normal, run_case
+from tests.ops.cases import check_no_op_on_a_variable, distinct, normal, run_case
 
 CASES = {
     "sum": (rf.sum, anp.sum, normal),
@@ -89,3 +89,12 @@ def test_argmax_argmin_bad_axes_name_the_op() -> None:
     with pytest.raises(TypeError, match=r"refopt.argmin: axis must be an int or None, got \(0,\)"):
         rf.argmin(x, axis=(0,))
     assert rf.argmax(rf.constant(np.array([[0.0, 1.0], [3.0, 2.0]])), axis=np.int64(-1)).numpy().tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "op",
+    [lambda v: rf.broadcast_to(v, v.shape), lambda v: rf.unbroadcast(v, v.shape)],
+    ids=["broadcast_to its own shape", "unbroadcast to its own shape"],
+)
+def test_a_no_op_on_a_variable_gives_a_tensor_the_optimizer_leaves_alone(op) -> None:
+    check_no_op_on_a_variable(op, (2, 3))

@@ -3,6 +3,8 @@ hypothesis-drawn shapes, axes and indices (basic, integer-array with repeats, bo
 
 from __future__ import annotations
 
+import weakref
+
 import autograd.numpy as anp
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import refopt as rf
-from tests.ops.cases import run_case
+from tests.ops.cases import check_no_op_on_a_variable, run_case, stepped_sgd
 
 seeds = st.integers(0, 2**32 - 1)
 shapes = hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=4)
@@ -209,3 +211,42 @@ def test_swapaxes_on_too_few_dimensions_names_the_op() -> None:
     with pytest.raises(ValueError, match="refopt.swapaxes: axis 2 is out of range for a tensor of 2 dimensions"):
         rf.swapaxes(rf.constant(np.zeros((2, 3))), 0, 2)
     assert rf.swapaxes(rf.constant(np.zeros((2, 3, 4))), 0, -1).shape == (4, 3, 2)
+
+
+def test_the_optimizer_writes_a_variable_in_place_when_nothing_else_holds_it() -> None:
+    """The precondition of the no-op tests below: without a result holding the value, the
+    step overwrites the variable's own array (so a result that *was* the variable would
+    change under its holder)."""
+    v, opt, g = stepped_sgd((2, 3))
+    held = weakref.ref(v.data)
+    opt.apply_gradients([(g, v)])
+    assert v.data is held()
+
+
+_NO_OPS = {
+    "reshape to its own shape": (lambda v: rf.reshape(v, v.shape), (2, 3)),
+    "reshape with -1 to its own shape": (lambda v: rf.reshape(v, (2, -1)), (2, 3)),
+    "squeeze with nothing to squeeze": (lambda v: rf.squeeze(v), (2, 3)),
+    "expand_dims of no axes": (lambda v: rf.expand_dims(v, ()), (2, 3)),
+    "transpose of a 1-D variable": (lambda v: rf.transpose(v), (5,)),
+    "transpose by the identity": (lambda v: rf.transpose(v, (0, 1)), (2, 3)),
+    ".T of a 1-D variable": (lambda v: v.T, (5,)),
+    "swapaxes of an axis with itself": (lambda v: rf.swapaxes(v, 1, 1), (2, 3)),
+    "concat of one": (lambda v: rf.concat([v], axis=0), (2, 3)),
+    "cast to its own dtype": (lambda v: rf.cast(v, v.dtype), (2, 3)),
+    "cast to its own dtype by name": (lambda v: rf.cast(v, "float64"), (2, 3)),
+    "to_device its own device": (lambda v: rf.to_device(v, "numpy"), (2, 3)),
+}
+
+
+@pytest.mark.parametrize("name", list(_NO_OPS))
+def test_a_no_op_on_a_variable_gives_a_tensor_the_optimizer_leaves_alone(name: str) -> None:
+    op, shape = _NO_OPS[name]
+    check_no_op_on_a_variable(op, shape)
+
+
+def test_a_no_op_on_a_plain_tensor_may_return_it() -> None:
+    """Tensors are immutable: the cheap shortcut stays for them."""
+    t = rf.constant(np.ones((2, 3)))
+    assert rf.reshape(t, (2, 3)) is t and rf.cast(t, "float64") is t and rf.to_device(t, "numpy") is t
+    assert rf.transpose(t, (0, 1)) is t and rf.concat([t]) is t and rf.squeeze(t) is t
