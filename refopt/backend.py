@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from refopt._scoped import Scoped
+
 __all__ = [
     "BACKENDS",
     "namespace",
@@ -118,7 +120,7 @@ def current_backend() -> str:
     return _current.get()
 
 
-class use_backend:
+class use_backend(Scoped):
     """Set where new values are created: a plain call sets it for this thread or asyncio
     task, a ``with`` block restores the previous backend on exit.
 
@@ -127,18 +129,14 @@ class use_backend:
 
     >>> rf.use_backend("cupy")            # from now on, in this thread
     >>> with rf.use_backend("numpy"): ... # only inside the block
+
+    The object may be kept and entered again, nested too (see :class:`refopt.use_mode`).
     """
 
     def __init__(self, name: str) -> None:
         _load(name)
         self.name = name
-        self._token = _current.set(name)
-
-    def __enter__(self) -> use_backend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _current.reset(self._token)
+        super().__init__(_current, name)
 
 
 _DTYPE_NAMES = ("float32", "float64", "int32", "int64", "bool", "int8", "int16", "uint8")

@@ -30,6 +30,22 @@ def test_use_backend_plain_call_and_context() -> None:
         rf.use_backend("jax")
 
 
+def test_a_kept_use_backend_object_can_be_entered_again_and_nested() -> None:
+    b = rf.use_backend("array_api_strict")
+    with b:
+        assert rf.current_backend() == "array_api_strict"
+    assert rf.current_backend() == "numpy"
+    for _ in range(2):  # each later entry sets the backend anew and its exit restores
+        with b:
+            assert rf.constant([1.0]).backend == "array_api_strict"
+            with rf.use_backend("numpy"):
+                with b:
+                    assert rf.current_backend() == "array_api_strict"
+                assert rf.current_backend() == "numpy"
+            assert rf.current_backend() == "array_api_strict"
+        assert rf.current_backend() == "numpy"
+
+
 def test_use_backend_is_per_thread() -> None:
     """Inside one thread's ``with use_backend(...)``, another thread's new values stay on
     its own backend (and a plain call in a thread does not leak out of it)."""

@@ -18,6 +18,8 @@ import contextvars
 import numbers
 import os
 
+from refopt._scoped import Scoped
+
 __all__ = [
     "MODES",
     "KERNELS",
@@ -62,7 +64,7 @@ def _mode_name(name: object) -> str:
     return canon
 
 
-class use_mode:
+class use_mode(Scoped):
     """Set the numerics mode: a plain call sets it for this thread or task, a ``with``
     block restores the previous mode on exit.  The name is case-insensitive.
 
@@ -76,17 +78,7 @@ class use_mode:
 
     def __init__(self, name: str) -> None:
         self.name = _mode_name(name)
-        self._tokens = [_mode.set(self.name)]  # the construction's setting, undone by the first exit
-        self._entered = False
-
-    def __enter__(self) -> use_mode:
-        if self._entered:  # a later entry: set the mode again
-            self._tokens.append(_mode.set(self.name))
-        self._entered = True
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _mode.reset(self._tokens.pop())
+        super().__init__(_mode, self.name)
 
 
 # -- which implementation runs the compiled kernels ---------------------------------------------

@@ -184,3 +184,14 @@ def test_layer_input_errors_name_the_layer() -> None:
         ln(np.ones((2, 5), np.float32))
     with pytest.raises(ValueError, match="Dropout: rate must be in"):
         rf.nn.Dropout(1.5)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [rf.nn.Dropout(0.5, seed=0).eval(), rf.nn.Dropout(0.0, seed=0), rf.nn.Sequential([])],
+    ids=["dropout-eval", "dropout-rate-0", "empty-sequential"],
+)
+def test_an_identity_layer_on_a_variable_gives_a_tensor_the_optimizer_leaves_alone(layer) -> None:
+    from tests.ops.cases import check_no_op_on_a_variable
+
+    check_no_op_on_a_variable(layer, (2, 3))

@@ -68,5 +68,5 @@ class Dropout(Module):
 
     def forward(self, x: Any, training: bool | None = None) -> Tensor:
         if not (self.training if training is None else training) or self.rate == 0.0:
-            return _as_tensor(x)
+            return dropout(x, 0.0, self._rng)  # the identity (a Variable comes back as a Tensor)
         return dropout(x, self.rate, self._rng)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from refopt.autodiff.functional import identity
+from refopt.autodiff.tensor import Variable
 from refopt.nn.module import Module
 
 
@@ -28,6 +30,8 @@ class Sequential(Module):
         return layer
 
     def forward(self, x: Any) -> Any:
+        if not self.layers:
+            return identity(x) if isinstance(x, Variable) else x  # never the variable itself
         for layer in self.layers:
             x = layer(x)
         return x
