@@ -69,16 +69,6 @@ def _baselines() -> tuple[int, int]:
 _ATTR_REFS, _DICT_REFS = _baselines()
 
 
-def _known(cache: dict[str, tuple[Any, int]], name: str, arr: Any) -> tuple[Any, int] | None:
-    """The cache entry for ``name`` if it was made for this very array.  The entry holds
-    a weak reference, not an id: an id is reused once its array is freed (after an
-    ``assign`` or ``set_slot``), and a stale address would be written through."""
-    hit = cache.get(name)
-    if hit is not None and hit[0]() is arr:
-        return hit
-    return None
-
-
 def inplace_names(
     var: Any, slots: dict[str, Any], addresses: dict[str, tuple[Any, int]] | None = None
 ) -> frozenset[str]:
@@ -86,10 +76,15 @@ def inplace_names(
     writable, held by nothing but the variable (``p``) or the optimizer's slot dict -- no
     view, no Tensor, no state_dict a caller kept.  Writing any other in place would
     change a value someone can see; those get fresh arrays.  (An array whose address the
-    kernels cached -- ``addresses`` -- was checked for layout already.)"""
+    kernels cached -- ``addresses`` -- was checked for layout already.)
+
+    The address cache holds a weak reference to each array, not its id: an id is reused
+    once its array is freed (after an ``assign`` or ``set_slot``), and a stale address
+    would be written through.  (The checks are inline: this runs per variable per step.)"""
     names = []
     known = addresses or {}
-    if _known(known, "p", var.data) is not None:
+    hit = known.get("p")
+    if hit is not None and hit[0]() is var.data:
         ok = type(var.data) is np.ndarray
     else:
         d = var.data
@@ -98,7 +93,8 @@ def inplace_names(
     if ok and sys.getrefcount(var.data) == _ATTR_REFS:
         names.append("p")
     for k in slots:
-        if _known(known, k, slots[k]) is not None:
+        hit = known.get(k)
+        if hit is not None and hit[0]() is slots[k]:
             ok = type(slots[k]) is np.ndarray
         else:
             a = slots[k]
@@ -257,8 +253,8 @@ def _cached_address(t: Task, name: str, arr: np.ndarray) -> int:
     cache = t.addresses
     if cache is None:
         return _address(arr)
-    hit = _known(cache, name, arr)
-    if hit is not None:
+    hit = cache.get(name)
+    if hit is not None and hit[0]() is arr:  # a weak reference: see inplace_names
         return hit[1]
     a = _address(arr)
     cache[name] = (weakref.ref(arr), a)
