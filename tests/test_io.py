@@ -341,27 +341,31 @@ def test_an_interrupted_save_leaves_the_old_file_and_no_temporary_file(tmp_path,
 
 
 # -- the fuzz suite: every truncation and a bit flip at every offset of small real files ---------
-def _checkpoint_case(tmp_path):
-    import refopt as rf
-
-    def model(seed):
-        return rf.nn.Sequential([rf.nn.Dense(2, 2, seed=seed)])
-
-    path = model(1).save(tmp_path / "ckpt.npz")
-    want = model(1).state_dict()
-    target = [model(2)]  # reused while loads fail (they must leave it as it was)
+def _loader(fresh, want, same):
+    """``attempt(path)``: load ``path`` into a target made by ``fresh``, reused while loads
+    fail (they must leave it as it was): ("refused", unchanged?) or ("loaded", == want?)."""
+    target = [fresh()]
     before = target[0].state_dict()
 
     def attempt(p):
         try:
             target[0].load(p)
         except rio.FileFormatError:
-            return "refused", _same_arrays(target[0].state_dict(), before)
+            return "refused", same(target[0].state_dict(), before)
         loaded = target[0].state_dict()
-        target[0] = model(2)
-        return "loaded", _same_arrays(loaded, want)
+        target[0] = fresh()
+        return "loaded", same(loaded, want)
 
-    return path, attempt
+    return attempt
+
+
+def _checkpoint_case(tmp_path):
+    import refopt as rf
+
+    def model(seed):
+        return rf.nn.Sequential([rf.nn.Dense(2, 2, seed=seed)])
+
+    return model(1).save(tmp_path / "ckpt.npz"), _loader(lambda: model(2), model(1).state_dict(), _same_arrays)
 
 
 def _optimizer_case(tmp_path):
@@ -375,21 +379,7 @@ def _optimizer_case(tmp_path):
             o.apply_gradients([(np.full(v.shape, k + 1.0, np.float32), v) for v in vs])
         return o
 
-    path = opt(2).save(tmp_path / "opt.npz")
-    want = opt(2).state_dict()
-    target = [opt(1)]  # reused while loads fail (they must leave it as it was)
-    before = target[0].state_dict()
-
-    def attempt(p):
-        try:
-            target[0].load(p)
-        except rio.FileFormatError:
-            return "refused", _same_state(target[0].state_dict(), before)
-        loaded = target[0].state_dict()
-        target[0] = opt(1)
-        return "loaded", _same_state(loaded, want)
-
-    return path, attempt
+    return opt(2).save(tmp_path / "opt.npz"), _loader(lambda: opt(1), opt(2).state_dict(), _same_state)
 
 
 def _trajectory_case(tmp_path):

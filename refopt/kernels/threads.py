@@ -158,9 +158,9 @@ def call(
     ``args``: the kernel's per-segment arguments in order, each with the item size of
     the array its addresses point into (0 for a per-segment scalar, which a piece copies
     unchanged)."""
-    (seg, off, n, tail), bounds = _pieces(sizes, tails, threads, min_piece)
-    if bounds.shape[0] == 2:
-        fn(*(a for a, _ in args), sizes, tails)
+    if threads > 1 and int(sizes.sum()) >= 2 * (min_piece or SPLIT_MIN):  # else one call, no plan
+        (seg, off, n, tail), bounds = _pieces(sizes, tails, threads, min_piece)
+        flat = [a[seg] + off * w if w else a[seg] for a, w in args] + [n, tail]
+        _team.run(fn, [[a[i:j] for a in flat] for i, j in zip(bounds[:-1], bounds[1:])])
         return
-    flat = [a[seg] + off * w if w else a[seg] for a, w in args] + [n, tail]
-    _team.run(fn, [[a[i:j] for a in flat] for i, j in zip(bounds[:-1], bounds[1:])])
+    fn(*(a for a, _ in args), sizes, tails)
